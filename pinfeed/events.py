@@ -1,0 +1,114 @@
+"""Reading and writing event sets (the folder layout described in `pinfeed.schema`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from pinfeed.errors import DataNotFoundError, SchemaError
+from pinfeed.schema import SCHEMAS
+
+PARTITIONED = ("impressions", "conversions")
+
+
+class EventSetMeta(BaseModel):
+    """What a consumer must know about an event set besides its rows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["synthetic", "import"]
+    start: datetime
+    end: datetime
+    long_click_threshold_s: float
+    embedding_dim: int
+    has_impressions: bool = True
+    """False for implicit-feedback imports, where engaged rows stand for impressions."""
+    details: dict = {}
+    """Free-form provenance: generator config and seed, importer input file, id maps."""
+
+
+@dataclass(frozen=True)
+class EventSet:
+    """The four event tables plus their metadata, all conforming to `pinfeed.schema`."""
+
+    impressions: pa.Table
+    conversions: pa.Table
+    users: pa.Table
+    pins: pa.Table
+    meta: EventSetMeta
+
+    def table(self, name: str) -> pa.Table:
+        return getattr(self, name)
+
+
+def conform(table: pa.Table, name: str) -> pa.Table:
+    """Select and cast `table`'s columns to the contract of `name`; raise naming what differs."""
+    schema = SCHEMAS[name]
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise SchemaError(f"{name}: missing column(s) {missing}; expected {schema.names}")
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(
+                    f"{name}.{field.name}: cannot read {column.type} as {field.type}: {exc}"
+                ) from exc
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_event_set(events: EventSet, out: Path) -> Path:
+    """Write `events` under `out` (replacing what was there): date-partitioned event tables,
+    entity tables as single files, and meta.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in PARTITIONED:
+        target = out / name
+        if target.exists():
+            shutil.rmtree(target)
+        table = conform(events.table(name), name)
+        dates = pc.strftime(table.column("event_ts"), format="%Y-%m-%d")
+        ds.write_dataset(
+            table.append_column("date", dates),
+            target,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+            existing_data_behavior="delete_matching",
+            max_rows_per_group=1 << 20,
+        )
+    for name in ("users", "pins"):
+        pq.write_table(conform(events.table(name), name), out / f"{name}.parquet")
+    (out / "meta.json").write_text(events.meta.model_dump_json(indent=2))
+    return out
+
+
+def read_event_set(path: Path) -> EventSet:
+    """Read an event set written by `write_event_set` (the generator or the importer)."""
+    path = Path(path)
+    if not (path / "meta.json").exists():
+        raise DataNotFoundError(
+            f"no event set at {path} (meta.json missing): run `pinfeed data generate --out {path}`"
+            " or `pinfeed data import --out ...` first"
+        )
+    meta = EventSetMeta.model_validate_json((path / "meta.json").read_text())
+    tables = {}
+    for name in PARTITIONED:
+        dataset = ds.dataset(path / name, format="parquet", partitioning="hive")
+        tables[name] = conform(dataset.to_table(columns=SCHEMAS[name].names), name)
+    for name in ("users", "pins"):
+        tables[name] = conform(pq.read_table(path / f"{name}.parquet"), name)
+    return EventSet(meta=meta, **tables)

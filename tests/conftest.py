@@ -1,0 +1,31 @@
+"""Session-wide real services for the tests: a Redis server (see tests/redis_server.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.redis_server import TEST_DB, RedisEndpoint, RedisProcess, answers
+
+
+@pytest.fixture(scope="session")
+def redis_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisEndpoint]:
+    """A real Redis: 127.0.0.1:6379 (database 13, flushed) when it answers, else our own server."""
+    if answers("127.0.0.1", 6379):
+        endpoint = RedisEndpoint("127.0.0.1", 6379, TEST_DB)
+        endpoint.client().flushdb()
+        yield endpoint
+        return
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A Redis server this test owns and may stop and restart (fault-injection tests)."""
+    server = RedisProcess(tmp_path_factory.mktemp("own-redis"))
+    server.start()
+    yield server
+    server.stop()
