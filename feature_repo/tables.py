@@ -105,9 +105,9 @@ CLUSTER_REWARD = pa.schema(
 
 CLUSTER_MEMBERS = pa.schema(
     [
-        # Not a Feast source: which engaged pins belong to which cluster, and the cluster
-        # centroid, so a rebuild can match new clusters to old ids (ids stay stable) and the
-        # reward workflow can attribute impressions by query pin.
+        # Not a Feast source: which engaged pins belong to which cluster, so a rebuild can
+        # match new clusters to old ids by member overlap or centroid (recomputed from the
+        # members' embeddings) and the reward workflow can attribute impressions by query pin.
         ("user_id", pa.int64()),
         ("cluster_id", pa.int64()),
         ("pin_id", pa.int64()),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,6 +80,12 @@ def write_event_set(events: EventSet, out: Path) -> Path:
         if target.exists():
             shutil.rmtree(target)
         table = conform(events.table(name), name)
+        if table.num_rows == 0:
+            # write_dataset writes no file for no rows; an empty file keeps the table readable
+            # (an implicit-feedback log has no conversions).
+            target.mkdir(parents=True)
+            pq.write_table(table, target / "empty.parquet")
+            continue
         dates = pc.strftime(table.column("event_ts"), format="%Y-%m-%d")
         ds.write_dataset(
             table.append_column("date", dates),

@@ -29,3 +29,13 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One small local Ray for the whole session (2 CPUs, no dashboard); Serve tests share it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

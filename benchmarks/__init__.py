@@ -1,0 +1,1 @@
+"""Speed measurements, run as modules (`python -m benchmarks.<name>`); never collected as tests."""

@@ -1,0 +1,190 @@
+"""Online lookup for one ranking request: 1 user + 500 candidate pins (+ the query pin).
+
+    python -m benchmarks.bench_online                    # 300 requests per backend
+    python -m benchmarks.bench_online --requests 1000 --candidates 500
+
+Three ways to read ranking_v1's features for the same rows:
+- Feast on Redis: `feature_store.store.online_features(store, "ranking_v1", rows)`
+  (`FeatureStore.get_online_features`, full feature names, dict of columns);
+- raw Redis, the floor: one pipeline of HMGETs on the keys and hash fields Feast wrote (one per
+  entity, every field of its views), protobuf values decoded to Python values;
+- Feast on SQLite.
+Each backend gets warm-up requests, then `--requests` timed ones with fresh random candidates.
+p50/p99 and the ratio to the floor go to a Markdown table. The per-request latencies in request
+order are also compared (first vs last fifth) to show whether Feast issue #6841 (latency growing
+between registry refreshes) is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+
+from benchmarks.feast_setup import END, make_home, percentile_ms, redis_endpoint, write_tables
+from feature_repo import store as feature_store
+from tests.redis_server import RedisEndpoint
+
+USERS, PINS = 1000, 20_000
+SERVICE = "ranking_v1"
+WARMUP = 20
+
+Request = dict[str, list[int]]
+
+
+def requests(count: int, candidates: int, seed: int) -> list[Request]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        user = int(rng.integers(USERS))
+        pins = rng.choice(PINS, candidates, replace=False).tolist()
+        query = int(rng.integers(PINS))
+        out.append(
+            {"user_id": [user] * candidates, "pin_id": pins, "query_pin_id": [query] * candidates}
+        )
+    return out
+
+
+class RawRedisReader:
+    """The floor: the HMGETs Feast's layout needs, nothing else. One hash per entity key, one
+    field per `view:feature` (murmur3) plus `_ts:<view>`; values are feast Value protos."""
+
+    def __init__(self, store: FeatureStore, endpoint: RedisEndpoint):
+        self.client = endpoint.client()
+        self.project = store.project.encode()
+        service = store.get_feature_service(SERVICE)
+        self.fields: dict[str, list[tuple[str, bytes]]] = {"user_id": [], "pin_id": []}
+        for projection in service.feature_view_projections:
+            if projection.name_alias == "query_pin_content":
+                continue  # same hash fields as pin_content, read on the query pin's key
+            view = projection.name
+            key = "user_id" if view.startswith("user") else "pin_id"
+            for feature in projection.features:
+                self.fields[key].append(
+                    (f"{view}__{feature.name}", _mmh3(f"{view}:{feature.name}"))
+                )
+        self.query_fields = [
+            (f"query_pin_content__{name}", _mmh3(f"pin_content:{name}"))
+            for name in ("content_embedding", "topic", "shoppable")
+        ]
+
+    def key(self, join_key: str, value: int) -> bytes:
+        entity = EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=value)])
+        return serialize_entity_key(entity, entity_key_serialization_version=3) + self.project
+
+    def read(self, request: Request) -> dict[str, list[Any]]:
+        user, query, pins = request["user_id"][0], request["query_pin_id"][0], request["pin_id"]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.key("user_id", user), [f for _, f in self.fields["user_id"]])
+        pipe.hmget(self.key("pin_id", query), [f for _, f in self.query_fields])
+        for pin in pins:
+            pipe.hmget(self.key("pin_id", pin), [f for _, f in self.fields["pin_id"]])
+        replies = pipe.execute()
+        out: dict[str, list[Any]] = {}
+        for (name, _), raw in zip(self.fields["user_id"], replies[0], strict=True):
+            out[name] = [_decode(raw)] * len(pins)
+        for (name, _), raw in zip(self.query_fields, replies[1], strict=True):
+            out[name] = [_decode(raw)] * len(pins)
+        for column, (name, _) in enumerate(self.fields["pin_id"]):
+            out[name] = [_decode(reply[column]) for reply in replies[2:]]
+        return out
+
+
+def _decode(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    value = Value()
+    value.ParseFromString(raw)
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    decoded = getattr(value, kind)
+    return list(decoded.val) if kind.endswith("_list_val") else decoded
+
+
+def measure(read: Callable[[Request], Any], batch: list[Request]) -> list[float]:
+    for request in batch[:WARMUP]:
+        read(request)
+    seconds = []
+    for request in batch[WARMUP:]:
+        began = time.perf_counter()
+        read(request)
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def open_materialised(root: Path, name: str, url: str | None) -> FeatureStore:
+    home = make_home(root / name)
+    write_tables(home, users=USERS, pins=PINS, days=1)
+    store = feature_store.open_store(home, redis_url=url)
+    feature_store.apply_definitions(store)
+    feature_store.materialize(store, end=END, start=END - timedelta(days=90))
+    return store
+
+
+def run(count: int, candidates: int) -> str:
+    batch = requests(count + WARMUP, candidates, seed=0)
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        with redis_endpoint(root) as endpoint:
+            redis_store = open_materialised(root, "redis", endpoint.url)
+            raw = RawRedisReader(redis_store, endpoint)
+            check = batch[0]
+            feast_values = feature_store.online_features(redis_store, SERVICE, check)
+            for name, values in raw.read(check).items():
+                assert np.allclose(values, feast_values[name]), name
+            results["raw Redis pipeline (floor)"] = measure(raw.read, batch)
+            results["Feast get_online_features, Redis"] = measure(
+                lambda r: feature_store.online_features(redis_store, SERVICE, r), batch
+            )
+            redis_store.teardown()
+        sqlite_store = open_materialised(root, "sqlite", None)
+        results["Feast get_online_features, SQLite"] = measure(
+            lambda r: feature_store.online_features(sqlite_store, SERVICE, r), batch
+        )
+    return table(results, count, candidates)
+
+
+def table(results: dict[str, list[float]], count: int, candidates: int) -> str:
+    floor = np.percentile(results["raw Redis pipeline (floor)"], 50)
+    lines = [
+        f"1 user + {candidates} pins + 1 query pin, ranking_v1 ({count} requests after {WARMUP}"
+        " warm-up)",
+        "",
+        "| reader | p50 ms | p99 ms | p50 / floor | first-fifth p50 ms | last-fifth p50 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, seconds in results.items():
+        fifth = max(len(seconds) // 5, 1)
+        lines.append(
+            f"| {name} | {percentile_ms(seconds, 50):.1f} | {percentile_ms(seconds, 99):.1f} | "
+            f"{np.percentile(seconds, 50) / floor:.1f}x | {percentile_ms(seconds[:fifth], 50):.1f}"
+            f" | {percentile_ms(seconds[-fifth:], 50):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="timed requests per reader")
+    parser.add_argument("--candidates", type=int, default=500, help="candidate pins per request")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    print(run(args.requests, args.candidates))
+
+
+if __name__ == "__main__":
+    main()

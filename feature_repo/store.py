@@ -1,0 +1,226 @@
+"""The one place pinfeed talks to Feast's Python API (a Feast upgrade touches this file).
+
+Two online stores, one repo:
+
+- SQLite (default): `feature_store.yaml`, the online store is `<home>/data/feast/online_store.db`.
+  Nothing to run; single machine.
+- Redis: chosen when `open_store(..., redis_url=...)` is given one or `REDIS_URL` is set, e.g.
+  `REDIS_URL=redis://:secret@10.0.0.5:6379/2`. The config comes from `feature_store.redis.yaml`
+  with its connection string built here from the URL (Feast wants `host:port,db=N,password=...`);
+  the file is never rewritten and the password only ever comes from the environment or the
+  caller. The Feast CLI reads the same file with the string in `PINFEED_FEAST_REDIS`:
+  `PINFEED_FEAST_REDIS=host:6379,db=2,password=... feast -c feature_repo -f
+  feature_repo/feature_store.redis.yaml materialize-incremental <ts>`
+  (`feast_connection_string(url)` prints the value to export).
+
+Both flavours share the registry and offline store under `<home>/data/`. Online reads use full
+feature names (`view__feature`), because the query pin projection repeats pin_content's names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+import yaml
+from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig
+from feast.data_source import DataSource, PushMode
+from feast.errors import FeastObjectNotFoundException
+
+from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
+from pinfeed.home import ProjectHome
+
+DEFINITIONS = "definitions.py"
+SQLITE_YAML = "feature_store.yaml"
+REDIS_YAML = "feature_store.redis.yaml"
+REDIS_URL_ENV = "REDIS_URL"
+REWARD_PUSH_SOURCE = "cluster_reward_push"
+REWARD_COLUMNS = (
+    "cluster_id",
+    "event_timestamp",
+    "reward_impressions",
+    "reward_engagements",
+    "reward",
+    "reward_has_data",
+)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FEAST_TYPES = (Entity, DataSource, FeatureView, FeatureService)
+
+
+def feast_connection_string(redis_url: str) -> str:
+    """`redis[s]://[user][:password]@host[:port][/db]` -> Feast's `host:port,db=N,password=...`.
+
+    Feast splits its string on commas and `=`, so a password holding a comma cannot be passed.
+    """
+    url = urlparse(redis_url)
+    if url.scheme not in ("redis", "rediss") or not url.hostname:
+        raise ConfigError(
+            f"redis_url: {redis_url!r} is not a redis://host:port/db URL "
+            "(set REDIS_URL like redis://:password@127.0.0.1:6379/0)"
+        )
+    db = url.path.lstrip("/") or "0"
+    if not db.isdigit():
+        raise ConfigError(f"redis_url: database {db!r} must be a number, as in redis://host:6379/0")
+    parts = [f"{url.hostname}:{url.port or 6379}", f"db={db}"]
+    if url.password:
+        password = unquote(url.password)
+        if "," in password:
+            raise ConfigError(
+                "redis_url: Feast's connection string cannot carry a password with a comma; "
+                "choose another password"
+            )
+        parts.append(f"password={password}")
+    if url.username:
+        parts.append(f"username={unquote(url.username)}")
+    if url.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def repo_config(home: ProjectHome, *, redis_url: str | None = None) -> RepoConfig:
+    """The RepoConfig of `home`'s repo: SQLite from feature_store.yaml, or Redis from
+    feature_store.redis.yaml with the connection string derived from `redis_url`."""
+    name = REDIS_YAML if redis_url else SQLITE_YAML
+    path = home.feature_repo / name
+    if not path.exists():
+        raise DataNotFoundError(
+            f"{path} is missing: {home.root} is not a pinfeed project home "
+            "(it needs feature_repo/ beside data/; set PINFEED_HOME or copy feature_repo/)"
+        )
+    raw = yaml.safe_load(path.read_text())
+    if redis_url:
+        raw["online_store"]["connection_string"] = feast_connection_string(redis_url)
+    config = RepoConfig(**raw)
+    config.repo_path = home.feature_repo
+    return config
+
+
+def open_store(home: ProjectHome, *, redis_url: str | None = None) -> FeatureStore:
+    """A FeatureStore over `home`: Redis when `redis_url` (or the REDIS_URL variable) is set,
+    else SQLite. Creates `<home>/data/feast/` for the registry and the SQLite file."""
+    redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
+    config = repo_config(home, redis_url=redis_url)
+    home.feast.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(home.feature_repo), config=config)
+
+
+def repo_objects(repo: Path) -> list[Any]:
+    """The Feast objects defined in `repo`/definitions.py, in definition order.
+
+    Loaded from the file rather than imported as `feature_repo.definitions`, so the sources
+    point at the data beside that repo (a temporary project home, not the checkout)."""
+    path = repo / DEFINITIONS
+    if not path.exists():
+        raise DataNotFoundError(f"{path} is missing: copy feature_repo/ into the project home")
+    spec = importlib.util.spec_from_file_location(f"_pinfeed_definitions_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None:
+        raise DataNotFoundError(f"{path} cannot be loaded as a Python module")
+    definitions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(definitions)
+    objects: list[Any] = []
+    for value in vars(definitions).values():
+        if isinstance(value, _FEAST_TYPES) and not any(value is seen for seen in objects):
+            objects.append(value)
+    return objects
+
+
+def apply_definitions(store: FeatureStore) -> None:
+    """Register the repo's definitions and create their online tables, like `feast apply`:
+    objects that are no longer defined are removed from the registry."""
+    objects = repo_objects(Path(store.config.repo_path))
+    keep = {(type(obj).__name__, obj.name) for obj in objects}
+    stale: list[Any] = [
+        *store.list_feature_services(),
+        *store.list_feature_views(),
+        *store.list_data_sources(),
+        *store.list_entities(),
+    ]
+    stale = [obj for obj in stale if (type(obj).__name__, obj.name) not in keep]
+    store.apply(objects, objects_to_delete=stale, partial=False)
+
+
+def materialize(store: FeatureStore, end: datetime, start: datetime | None = None) -> None:
+    """Load the latest feature values up to `end` into the online store.
+
+    With `start`, every view is loaded from [start, end]. Without it the load is incremental:
+    each view resumes where its last materialisation ended. A view never materialised starts at
+    `end - ttl` (the oldest value still valid at `end`; the epoch for static views), rather than
+    at Feast's `now - ttl`, so a data set stamped in the past materialises the same way whenever
+    it runs.
+    """
+    end = _utc(end, "end")
+    views = [view for view in store.list_feature_views() if view.online]
+    if start is not None:
+        store.materialize(start_date=_utc(start, "start"), end_date=end)
+        return
+    by_start: dict[datetime, list[str]] = defaultdict(list)
+    for view in views:
+        by_start[_resume_point(view, end)].append(view.name)
+    for view_start, names in sorted(by_start.items()):
+        if view_start < end:
+            store.materialize(start_date=view_start, end_date=end, feature_views=names)
+
+
+def _resume_point(view: FeatureView, end: datetime) -> datetime:
+    if view.most_recent_end_time is not None:
+        ended = view.most_recent_end_time
+        return ended.replace(tzinfo=UTC) if ended.tzinfo is None else ended.astimezone(UTC)
+    if view.ttl is None or view.ttl <= timedelta(0):
+        return EPOCH
+    return end - view.ttl
+
+
+def push_cluster_rewards(store: FeatureStore, rows: pd.DataFrame) -> None:
+    """Write realtime reward updates to the online store through the cluster_reward push source.
+
+    rows: one row per cluster with `REWARD_COLUMNS` (a `user_id` column is accepted and dropped).
+    The next online read sees them. The offline table is left to the batch reward job, which
+    recomputes rewards from the logs, so training never sees values that were only pushed.
+    """
+    missing = [column for column in REWARD_COLUMNS if column not in rows.columns]
+    if missing:
+        raise SchemaError(
+            f"cluster reward push: missing column(s) {missing}; expected {list(REWARD_COLUMNS)}"
+        )
+    frame = rows.loc[:, list(REWARD_COLUMNS)].copy()
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    store.push(REWARD_PUSH_SOURCE, frame, to=PushMode.ONLINE)
+
+
+def online_features(
+    store: FeatureStore,
+    service: str,
+    entity_rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+) -> dict[str, list[Any]]:
+    """Online lookup of a feature service's features.
+
+    entity_rows: one mapping per row (`[{"user_id": 1, "pin_id": 7, "query_pin_id": 3}]`) or
+    columns (`{"user_id": [...], "pin_id": [...]}`); rows must carry every join key the service
+    reads. Returns columns keyed by full feature name (`pin_features__pin_click_rate_30d`) plus the
+    join keys, one value per row; missing values are None.
+    """
+    try:
+        feature_service = store.get_feature_service(service)
+    except FeastObjectNotFoundException as exc:
+        raise ConfigError(
+            f"feature service {service!r} is not registered: run `pinfeed features apply`"
+        ) from exc
+    response = store.get_online_features(
+        features=feature_service,
+        entity_rows=entity_rows,  # type: ignore[arg-type]
+        full_feature_names=True,
+    )
+    return response.to_dict()
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None:
+        raise ConfigError(f"{name}: {moment} has no time zone; pass an aware UTC datetime")
+    return moment.astimezone(UTC)

@@ -1,0 +1,222 @@
+"""The `pinfeed` command line: one sub-command per job, the same verbs as the modules.
+
+Commands are thin: they parse options, call one library function and print its result. Heavy
+imports (Feast, torch, Ray) happen inside the command bodies, so `pinfeed data ...` starts in
+a fraction of a second and `pinfeed` itself imports nothing from training/ or serving/ at load
+time. Project errors (`PinfeedError`) become a one-line message and exit code 2, never a trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pinfeed.errors import PinfeedError
+from pinfeed.home import ProjectHome
+
+app = typer.Typer(
+    help="pinfeed: features, training, evaluation and serving for a recommender.",
+    no_args_is_help=True,
+)
+data_app = typer.Typer(
+    help="Event data: generate synthetic events, import real logs, validate.", no_args_is_help=True
+)
+features_app = typer.Typer(help="Offline features and the Feast repo.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+console = Console()
+
+
+@app.callback()
+def _quiet_dependencies() -> None:
+    """Hide a deprecation warning that Feast's DuckDB offline store (via ibis) prints on every
+    query; it is not actionable for pinfeed users."""
+    warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home", help="Project home holding feature_repo/ and data/ (default: $PINFEED_HOME or .)."
+    ),
+]
+
+
+def _home(home: Path | None) -> ProjectHome:
+    return ProjectHome(home.resolve()) if home else ProjectHome.from_env()
+
+
+def _counts_table(title: str, counts: dict[str, object]) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in counts.items():
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        table.add_row(name, shown)
+    return table
+
+
+def project_errors(command: F) -> F:
+    """Turn the project's own errors into a clear message and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return command(*args, **kwargs)
+        except PinfeedError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@data_app.command("generate")
+@project_errors
+def data_generate(
+    preset: Annotated[
+        Literal["small", "medium"], typer.Option(help="Size of the synthetic world.")
+    ] = "small",
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same events.")
+    ] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: <home>/data/events).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Generate a synthetic event set (see docs/data.md for the generative model)."""
+    from pinfeed.synthetic import GeneratorConfig, generate_and_write
+
+    target = out or _home(home).events
+    summary = generate_and_write(GeneratorConfig.preset(preset, seed=seed), target)
+    console.print(summary)
+    console.print(f"events written to {target}")
+
+
+@data_app.command("import")
+@project_errors
+def data_import(
+    interactions: Annotated[
+        Path,
+        typer.Option(help="CSV or parquet log: user_id, item_id, timestamp, event[, dwell_s]."),
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: <home>/data/events).")
+    ] = None,
+    skip_bad: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write bad rows to this CSV and go on, instead of stopping at the first."
+        ),
+    ] = None,
+    item_embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Parquet of item_id, embedding to use instead of learned embeddings."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Import a real interaction log into the event schema."""
+    from pinfeed.importer import ImportConfig, import_interactions
+
+    target = out or _home(home).events
+    config = ImportConfig(item_embeddings=item_embeddings)
+    result = import_interactions(interactions, target, config=config, rejects=skip_bad)
+    console.print(_counts_table("import", result.summary()))
+    if skip_bad is not None and result.rows_rejected:
+        console.print(f"[yellow]{result.rows_rejected:,} bad row(s) written to {skip_bad}[/]")
+
+
+@data_app.command("validate")
+@project_errors
+def data_validate(
+    events: Annotated[
+        Path | None, typer.Option(help="Event set folder (default: <home>/data/events).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Check every row of an event set against the contract; name each bad row's problem."""
+    from pinfeed.events import read_event_set
+    from pinfeed.validate import validate
+
+    report = validate(read_event_set(events or _home(home).events))
+    for table in report.tables.values():
+        status = "[green]ok[/]" if table.ok else f"[red]{len(table.problems)} bad row(s)[/]"
+        console.print(f"{table.table}: {table.rows} rows, {status}")
+        for row, field, reason in table.problems[:20]:
+            console.print(f"  row {row}: {field}: {reason}")
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@features_app.command("build")
+@project_errors
+def features_build(
+    events: Annotated[
+        Path | None, typer.Option(help="Event set folder (default: <home>/data/events).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Compute the event-timestamped feature tables and the user interest clusters."""
+    from feature_repo.pipeline import build_features
+    from pinfeed.events import read_event_set
+
+    project = _home(home)
+    result = build_features(read_event_set(events or project.events), project.features)
+    counts = {f"{name} rows": rows for name, rows in result.rows.items()}
+    counts.update({f"{stage} s": f"{seconds:.1f}" for stage, seconds in result.seconds.items()})
+    console.print(_counts_table(f"features in {result.out}", counts))
+
+
+@features_app.command("apply")
+@project_errors
+def features_apply(home: HomeOption = None) -> None:
+    """Register the feature definitions (same as `feast -c feature_repo apply`)."""
+    from feature_repo.store import apply_definitions, open_store
+
+    store = open_store(_home(home))
+    apply_definitions(store)
+    console.print(f"applied feature repo to {store.config.online_store.type} online store")
+
+
+@features_app.command("materialize")
+@project_errors
+def features_materialize(
+    end: Annotated[
+        datetime | None,
+        typer.Option(help="Load feature values up to this time (default: now, UTC)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Load the latest feature values into the online store (incremental)."""
+    from feature_repo.store import materialize, open_store
+
+    stamp = (end or datetime.now(UTC)).astimezone(UTC)
+    materialize(open_store(_home(home)), end=stamp)
+    console.print(f"materialized up to {stamp.isoformat()}")
+
+
+@app.command("run")
+@project_errors
+def run(
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic event set.")] = 0,
+    home: HomeOption = None,
+) -> None:
+    """The main job end to end on the embedded defaults (small preset, SQLite, local Ray)."""
+    from pinfeed.run import run_pipeline
+
+    run_pipeline(_home(home), seed=seed, console=console)
+
+
+def main() -> None:
+    app()

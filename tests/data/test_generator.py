@@ -1,0 +1,258 @@
+"""Contracts and behaviour of the synthetic generator (pinfeed.synthetic)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pydantic
+import pytest
+
+from pinfeed.errors import ConfigError
+from pinfeed.events import EventSet, EventSetMeta, conform, read_event_set
+from pinfeed.synthetic import (
+    GeneratedWorld,
+    GeneratorConfig,
+    generate,
+    generate_and_write,
+    generate_world,
+    summarize,
+)
+from pinfeed.validate import validate
+
+TINY = GeneratorConfig(users=300, pins=1000, topics=20, days=3, seed=7)
+MODEST = GeneratorConfig(users=1500, pins=4000, topics=40, days=8, seed=11)
+EVENT_TABLES = ("impressions", "conversions", "users", "pins")
+
+
+@pytest.fixture(scope="module")
+def modest() -> GeneratedWorld:
+    return generate_world(MODEST, progress=False)
+
+
+@pytest.fixture(scope="module")
+def frames(modest: GeneratedWorld) -> dict[str, pd.DataFrame]:
+    tables = {name: modest.events.table(name) for name in EVENT_TABLES}
+    tables.update({f"truth_{name}": table for name, table in modest.truth.items()})
+    return {name: table.to_pandas() for name, table in tables.items()}
+
+
+def _engaged(impressions: pd.DataFrame) -> pd.Series:
+    return impressions["closeup"] | impressions["save"] | impressions["click"]
+
+
+def test_same_seed_same_tables_other_seed_differs() -> None:
+    first, again = generate_world(TINY, progress=False), generate_world(TINY, progress=False)
+    other = generate_world(TINY.model_copy(update={"seed": 8}), progress=False)
+    for name in EVENT_TABLES:
+        assert first.events.table(name).equals(again.events.table(name)), name
+    for name, table in first.truth.items():
+        assert table.equals(again.truth[name]), name
+    assert not first.events.impressions.equals(other.events.impressions)
+    assert not first.events.pins.equals(other.events.pins)
+
+
+def test_output_validates_and_round_trips(tmp_path: Path) -> None:
+    world = generate_world(TINY, progress=False)
+    summary = generate_and_write(TINY, tmp_path / "cli", progress=False)
+    assert summary.impressions == world.events.impressions.num_rows
+    assert read_event_set(tmp_path / "cli").impressions.equals(world.events.impressions)
+    report = validate(world.events)
+    assert report.ok, {name: t.problems[:3] for name, t in report.tables.items()}
+    out = world.write(tmp_path / "events")
+    back = read_event_set(out)
+    assert back.impressions.num_rows == world.events.impressions.num_rows
+    assert back.meta.long_click_threshold_s == TINY.long_click_threshold_s
+    assert back.meta.embedding_dim == TINY.embedding_dim
+    for name in ("pins", "user_interests", "seed_pins", "topics"):
+        assert (out / "truth" / f"{name}.parquet").exists()
+
+
+def test_events_stay_in_period_with_null_cluster(frames: dict[str, pd.DataFrame]) -> None:
+    start = pd.Timestamp(MODEST.start)
+    end = start + pd.Timedelta(days=MODEST.days)
+    for name in ("impressions", "conversions"):
+        ts = frames[name]["event_ts"]
+        assert ts.min() >= start and ts.max() < end, name
+    impressions = frames["impressions"]
+    assert impressions["cluster_id"].isna().all()
+    assert set(impressions["surface"]) == {"homefeed", "related"}
+    positions = impressions.groupby("request_id")["position"].agg(["min", "max", "size"])
+    assert (positions["min"] == 0).all() and (positions["max"] == positions["size"] - 1).all()
+    assert not impressions.duplicated(["request_id", "pin_id"]).any()
+
+
+def test_rates_land_in_configured_bands(modest: GeneratedWorld) -> None:
+    summary = summarize(modest.events)
+    rates, targets = summary.rates, MODEST.rates
+    assert 0.02 <= rates["click"] <= 0.05
+    assert rates["click"] < rates["closeup"] < 0.08
+    assert 0.005 <= rates["save"] <= 0.02
+    assert 0.0005 <= summary.conversion_rate <= 0.005
+    for name in ("closeup", "save", "click"):
+        assert rates[name] == pytest.approx(getattr(targets, name), rel=0.2), name
+    assert summary.conversion_rate == pytest.approx(targets.conversion, rel=0.4)
+    assert 0.1 < summary.long_click_share < 0.6
+    assert summary.dwell_quantiles_s["p10"] < 30 < summary.dwell_quantiles_s["p90"]
+
+
+def test_clickbait_clicks_more_but_dwells_and_converts_less(
+    frames: dict[str, pd.DataFrame],
+) -> None:
+    truth = frames["truth_pins"].set_index("pin_id")["is_clickbait"]
+    impressions = frames["impressions"].assign(
+        clickbait=lambda d: truth.loc[d["pin_id"]].to_numpy()
+    )
+    conversions = frames["conversions"].assign(
+        clickbait=lambda d: truth.loc[d["pin_id"]].to_numpy()
+    )
+    by = impressions.groupby("clickbait")
+    click_rate = by["click"].mean()
+    long_share = by["long_click"].sum() / by["click"].sum()
+    conversion_rate = conversions.groupby("clickbait").size().reindex([False, True], fill_value=0)
+    conversion_rate = conversion_rate / by.size()
+    assert click_rate[True] > 1.5 * click_rate[False]
+    assert long_share[True] < 0.5 * long_share[False]
+    assert conversion_rate[True] < 0.5 * conversion_rate[False]
+
+
+def test_conversions_follow_a_clicked_impression(frames: dict[str, pd.DataFrame]) -> None:
+    conversions, impressions = frames["conversions"], frames["impressions"]
+    assert len(conversions) > 0
+    joined = conversions.merge(
+        impressions, on=["request_id", "pin_id"], how="left", suffixes=("", "_impression")
+    )
+    assert len(joined) == len(conversions)
+    assert (joined["user_id"] == joined["user_id_impression"]).all()
+    assert joined["click"].eq(True).all()
+    assert (joined["event_ts"] > joined["event_ts_impression"]).all()
+    assert set(conversions["kind"]) == {"checkout", "add_to_cart"}
+
+
+def test_query_pins_were_engaged_earlier_or_are_seed_pins(
+    frames: dict[str, pd.DataFrame],
+) -> None:
+    """Every (user, query pin) either appears in truth/seed_pins, or the user engaged
+    (closeup/save/click) with that pin at an impression strictly earlier than this one; and the
+    query pin's topic is one of the user's interests."""
+    impressions, truth_pins = frames["impressions"], frames["truth_pins"]
+    first_engaged = (
+        impressions[_engaged(impressions)]
+        .groupby(["user_id", "pin_id"])["event_ts"]
+        .min()
+        .rename("first_engaged_ts")
+        .reset_index()
+        .rename(columns={"pin_id": "query_pin_id"})
+    )
+    seeds = frames["truth_seed_pins"][["user_id", "pin_id"]].rename(
+        columns={"pin_id": "query_pin_id"}
+    )
+    seeds["seed"] = True
+    queries = impressions.drop_duplicates("request_id")[["user_id", "query_pin_id", "event_ts"]]
+    queries = queries.merge(first_engaged, how="left").merge(seeds, how="left")
+    is_seed = queries["seed"].eq(True)
+    engaged_before = queries["first_engaged_ts"] < queries["event_ts"]
+    assert (is_seed | engaged_before).all()
+    assert engaged_before[~is_seed].any() and (~is_seed).mean() > 0.2
+    topic = truth_pins.set_index("pin_id")["topic"].loc[queries["query_pin_id"]].to_numpy()
+    interests = frames["truth_user_interests"][["user_id", "topic"]]
+    matched = queries.assign(topic=topic).merge(interests, how="left", indicator=True)
+    assert (matched["_merge"] == "both").all()
+
+
+def test_long_click_follows_dwell_threshold(frames: dict[str, pd.DataFrame]) -> None:
+    impressions = frames["impressions"]
+    dwell = impressions["click_dwell_s"]
+    assert dwell.notna().eq(impressions["click"]).all()
+    expected = impressions["click"] & (dwell.astype("float64") >= MODEST.long_click_threshold_s)
+    assert impressions["long_click"].eq(expected).all()
+    assert impressions["long_click"].any()
+
+
+def _topic_share_by_half(frames: dict[str, pd.DataFrame], kind: str) -> tuple[float, float]:
+    """Share of engagements by users with a `kind` interest that fall on that interest's topic,
+    in the period's first and second half."""
+    impressions, truth = frames["impressions"], frames["truth_pins"].set_index("pin_id")
+    interests = frames["truth_user_interests"]
+    special = interests[interests["kind"] == kind][["user_id", "topic"]]
+    engaged = impressions[_engaged(impressions)].merge(special, on="user_id")
+    on_topic = truth["topic"].loc[engaged["pin_id"]].to_numpy() == engaged["topic"].to_numpy()
+    half = pd.Timestamp(MODEST.start) + pd.Timedelta(days=MODEST.days / 2)
+    late = (engaged["event_ts"] >= half).to_numpy()
+    return float(on_topic[~late].mean()), float(on_topic[late].mean())
+
+
+def test_fading_interests_fade_and_new_ones_grow(frames: dict[str, pd.DataFrame]) -> None:
+    early, late = _topic_share_by_half(frames, "fading")
+    assert late < 0.8 * early
+    early, late = _topic_share_by_half(frames, "new")
+    assert late > 1.5 * early
+
+
+def test_pins_carry_topic_centroid_embeddings(modest: GeneratedWorld) -> None:
+    pins = modest.events.pins
+    embedding = np.stack(pins.column("content_embedding").to_numpy(zero_copy_only=False))
+    assert embedding.shape == (MODEST.pins, MODEST.embedding_dim)
+    centroids = np.stack(modest.truth["topics"].column("centroid").to_numpy(zero_copy_only=False))
+    distance = ((embedding[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    nearest = distance.argmin(axis=1)
+    assert (nearest == pins.column("topic").to_numpy()).mean() > 0.9
+
+
+def test_summary_matches_hand_computed_values() -> None:
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    impressions = conform(
+        pa.table(
+            {
+                "event_ts": pa.array([start] * 4, pa.timestamp("us", tz="UTC")),
+                "request_id": [1, 1, 2, 2],
+                "user_id": [0, 0, 1, 1],
+                "pin_id": [0, 1, 0, 1],
+                "surface": ["homefeed"] * 4,
+                "query_pin_id": [5, 5, 6, 6],
+                "cluster_id": pa.nulls(4, pa.int64()),
+                "position": pa.array([0, 1, 0, 1], pa.int32()),
+                "closeup": [True, False, False, False],
+                "save": [False, False, False, False],
+                "click": [True, False, True, False],
+                "long_click": [True, False, False, False],
+                "click_dwell_s": pa.array([40.0, None, 10.0, None], pa.float32()),
+            }
+        ),
+        "impressions",
+    )
+    base = generate(TINY, progress=False)
+    events = EventSet(
+        impressions=impressions,
+        conversions=base.conversions.slice(0, 1),
+        users=base.users,
+        pins=base.pins,
+        meta=EventSetMeta(
+            source="synthetic",
+            start=start,
+            end=start + timedelta(days=1),
+            long_click_threshold_s=30.0,
+            embedding_dim=TINY.embedding_dim,
+        ),
+    )
+    summary = summarize(events)
+    assert summary.impressions == 4 and summary.requests == 2 and summary.active_users == 2
+    assert summary.rates == {"closeup": 0.25, "save": 0.0, "click": 0.5, "long_click": 0.25}
+    assert summary.long_click_share == 0.5
+    assert summary.conversion_rate == 0.25
+    assert summary.dwell_quantiles_s["p50"] == pytest.approx(25.0)
+
+
+def test_config_rejects_typos_and_unknown_presets() -> None:
+    with pytest.raises(pydantic.ValidationError, match="userz"):
+        GeneratorConfig.model_validate({"userz": 10})
+    with pytest.raises(ConfigError, match="preset"):
+        GeneratorConfig.preset("huge")
+    with pytest.raises(pydantic.ValidationError, match="min_interests"):
+        GeneratorConfig(min_interests=5, max_interests=3)
+    small = GeneratorConfig.preset("small", seed=3)
+    assert (small.users, small.days, small.seed) == (3000, 14, 3)
+    assert GeneratorConfig.preset("medium").users >= 50_000

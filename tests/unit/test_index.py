@@ -1,0 +1,116 @@
+"""The pin index: exact top-k, exclusions, HNSW recall against exact, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
+from training.retrieval.config import IndexConfig
+from training.retrieval.index import (
+    ExactPinIndex,
+    HnswPinIndex,
+    build_pin_index,
+    load_pin_index,
+)
+
+CONFIG = IndexConfig(exact_max_pins=1000)
+
+
+def clustered_unit_vectors(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
+    """[n, dim] unit vectors around `clusters` random centres (the shape of tower outputs)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    points = centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """500 pins with sparse, shuffled ids; 20 queries."""
+    vectors = clustered_unit_vectors(520, 16, 10, seed=0)
+    pin_ids = np.random.default_rng(1).permutation(10_000)[:500] * 7
+    return pin_ids, vectors[:500], vectors[500:]
+
+
+def true_top_k(pin_ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    scores = queries @ vectors.T
+    return pin_ids[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
+
+
+def test_small_corpus_gets_the_exact_index(corpus: tuple[np.ndarray, ...]) -> None:
+    pin_ids, vectors, _ = corpus
+    index = build_pin_index(pin_ids, vectors, CONFIG)
+    assert isinstance(index, ExactPinIndex) and index.exact
+    assert HnswPinIndex.exact is False
+
+
+def test_exact_index_returns_the_true_top_k(corpus: tuple[np.ndarray, ...]) -> None:
+    pin_ids, vectors, queries = corpus
+    got_ids, got_scores = ExactPinIndex.build(pin_ids, vectors, CONFIG).search(queries, 10)
+    assert np.array_equal(got_ids, true_top_k(pin_ids, vectors, queries, 10))
+    assert np.all(np.diff(got_scores, axis=1) <= 0)
+    expected_scores = np.take_along_axis(
+        queries @ vectors.T, np.argsort(-(queries @ vectors.T), axis=1)[:, :10], axis=1
+    )
+    np.testing.assert_allclose(got_scores, expected_scores, atol=1e-5)
+
+
+def test_exclusions_are_honoured_and_the_rest_is_exact(corpus: tuple[np.ndarray, ...]) -> None:
+    pin_ids, vectors, queries = corpus
+    index = ExactPinIndex.build(pin_ids, vectors, CONFIG)
+    top = true_top_k(pin_ids, vectors, queries, 30)
+    exclude = [set(top[b, ::2].tolist()) for b in range(len(queries))]  # every other of the top 30
+    exclude[0] = set()
+    got, _ = index.search(queries, 10, exclude=exclude)
+    for b in range(len(queries)):
+        assert not exclude[b] & set(got[b].tolist())
+        assert got[b].tolist() == [p for p in top[b] if p not in exclude[b]][:10]
+
+
+def test_rows_short_of_k_are_padded(corpus: tuple[np.ndarray, ...]) -> None:
+    pin_ids, vectors, queries = corpus
+    index = ExactPinIndex.build(pin_ids[:5], vectors[:5], CONFIG)
+    got, scores = index.search(queries[:1], 4, exclude=[{int(pin_ids[0]), int(pin_ids[1])}])
+    assert (got[0, :3] >= 0).all() and got[0, 3] == -1 and scores[0, 3] == -np.inf
+
+
+def test_bad_inputs_name_the_field(corpus: tuple[np.ndarray, ...]) -> None:
+    pin_ids, vectors, queries = corpus
+    index = ExactPinIndex.build(pin_ids, vectors, CONFIG)
+    with pytest.raises(SchemaError, match="queries"):
+        index.search(queries[:, :8], 5)
+    with pytest.raises(ConfigError, match="exclude"):
+        index.search(queries, 5, exclude=[set()])
+    with pytest.raises(SchemaError, match="duplicates"):
+        ExactPinIndex.build(np.array([1, 1]), vectors[:2], CONFIG)
+
+
+def test_save_load_round_trip(corpus: tuple[np.ndarray, ...], tmp_path: Path) -> None:
+    pin_ids, vectors, queries = corpus
+    for kind in (ExactPinIndex, HnswPinIndex):
+        index = kind.build(pin_ids, vectors, CONFIG)
+        files = index.save(tmp_path / kind.kind)
+        assert all((tmp_path / kind.kind / name).is_file() for name in files)
+        loaded = load_pin_index(tmp_path / kind.kind)
+        assert type(loaded) is kind and loaded.exact == kind.exact
+        for before, after in zip(
+            index.search(queries, 20), loaded.search(queries, 20), strict=True
+        ):
+            assert np.array_equal(before, after)
+    with pytest.raises(DataNotFoundError, match="pinfeed export"):
+        load_pin_index(tmp_path / "nowhere")
+
+
+def test_hnsw_recall_at_100_against_exact() -> None:
+    vectors = clustered_unit_vectors(20_200, 32, 50, seed=2)
+    pin_ids, corpus, queries = np.arange(20_000), vectors[:20_000], vectors[20_000:]
+    config = IndexConfig(exact_max_pins=10_000)
+    hnsw = build_pin_index(pin_ids, corpus, config)
+    assert isinstance(hnsw, HnswPinIndex)
+    approximate, _ = hnsw.search(queries, 100)
+    exact, _ = ExactPinIndex.build(pin_ids, corpus, config).search(queries, 100)
+    recall = np.mean([len(set(a) & set(e)) / 100 for a, e in zip(approximate, exact, strict=True)])
+    assert recall >= 0.95, f"HNSW recall@100 {recall:.3f}"

@@ -1,0 +1,1 @@
+"""Training: datasets, models, losses, Ray Train loops, ONNX export and the ANN index build."""

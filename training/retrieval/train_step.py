@@ -1,0 +1,123 @@
+"""One retrieval training step as a pure function, and a plain torch loop over a parquet file.
+
+`train_step` is what the Ray Train loop will call per batch (Made-With-ML split: pure step,
+then `train_loop_per_worker`, then the trainer). `train_on_parquet` is the single-process loop
+used until the Ray wiring exists, and by tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from pinfeed.errors import ConfigError, DataNotFoundError
+from training.retrieval.config import RetrievalConfig
+from training.retrieval.features import KIND_CLICK, KIND_SAVE, RetrievalBatch, batch_from_table
+from training.retrieval.loss import (
+    engagement_aux_loss,
+    retrieval_loss,
+    same_user_positive_mask,
+    shuffled_negatives,
+)
+from training.retrieval.model import RetrievalModel
+from training.retrieval.sampling import PinSampling
+from training.retrieval.weights import positive_weights
+
+
+def _aux_loss(
+    model: RetrievalModel,
+    query: torch.Tensor,
+    pin: torch.Tensor,
+    batch: RetrievalBatch,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Engagement head loss: (query_i, pin_i) of click/save rows vs (query_i, a shifted row's pin)."""
+    if model.engagement_head is None or len(batch) < 2:
+        return query.sum() * 0.0
+    shift = int(torch.randint(1, len(batch), (1,), generator=generator))
+    negatives = shuffled_negatives(len(batch), shift).to(query.device)
+    rows = torch.arange(len(batch), device=query.device)
+    negative_valid = ~same_user_positive_mask(batch.user_id, batch.pin_id)[rows, negatives]
+    engaged = (batch.kind == KIND_CLICK) | (batch.kind == KIND_SAVE)
+    return engagement_aux_loss(
+        model.engagement_head(query, pin),
+        model.engagement_head(query, pin[negatives]),
+        engaged,
+        negative_valid,
+    )
+
+
+def train_step(
+    model: RetrievalModel,
+    batch: RetrievalBatch,
+    config: RetrievalConfig,
+    sampling: PinSampling | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Loss of one batch (the caller runs backward and the optimizer).
+
+    Rows whose positive weight is 0 under `config.variant` are dropped first, so they are
+    neither positives nor in-batch negatives. `sampling` gives log q for the logQ correction
+    (required when `config.logq_correction`); `generator` draws the aux head's shuffle.
+
+    Returns:
+        Scalar: weighted in-batch softmax loss (+ aux_weight * engagement loss for
+        `dual_positive_aux`); a zero tensor when no row has a positive weight.
+    """
+    if config.logq_correction and sampling is None:
+        raise ConfigError("sampling: logq_correction is on, so pass PinSampling.from_pin_ids(...)")
+    weights = positive_weights(batch.kind, batch.dwell_s, config.weights, config.variant)
+    kept = weights > 0
+    if not bool(kept.any()):
+        return torch.zeros((), requires_grad=True)
+    batch, weights = batch.select(kept), weights[kept]
+    query, pin = model(batch)
+    log_q = sampling.log_q(batch.pin_id) if config.logq_correction and sampling else None
+    loss = retrieval_loss(model.logits(query, pin), batch.user_id, batch.pin_id, weights, log_q)
+    if config.uses_aux_head:
+        loss = loss + config.aux_weight * _aux_loss(model, query, pin, batch, generator)
+    return loss
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained model, the q(pin) it was trained with, and the mean loss of each epoch."""
+
+    model: RetrievalModel
+    sampling: PinSampling
+    epoch_losses: tuple[float, ...]
+
+
+def train_on_parquet(path: Path, config: RetrievalConfig) -> TrainResult:
+    """Train from scratch on a retrieval training set held in memory (single process, CPU)."""
+    if not path.exists():
+        raise DataNotFoundError(f"{path}: no retrieval training set; run `pinfeed features build`")
+    data = batch_from_table(pq.read_table(path))
+    weights = positive_weights(data.kind, data.dwell_s, config.weights, config.variant)
+    kept_pins = data.pin_id[weights > 0].numpy()
+    sampling = PinSampling.from_pin_ids(kept_pins, config.towers.n_pin_buckets)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = RetrievalModel(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    epoch_losses = []
+    for _ in range(config.epochs):
+        order = torch.randperm(len(data), generator=generator)
+        losses = []
+        for start in range(0, len(data), config.batch_size):
+            loss = train_step(
+                model,
+                data.select(order[start : start + config.batch_size]),
+                config,
+                sampling,
+                generator,
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        epoch_losses.append(sum(losses) / len(losses))
+    return TrainResult(model=model.eval(), sampling=sampling, epoch_losses=tuple(epoch_losses))
