@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -108,6 +109,9 @@ def open_store(home: ProjectHome, *, redis_url: str | None = None) -> FeatureSto
     redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
     config = repo_config(home, redis_url=redis_url)
     home.feast.mkdir(parents=True, exist_ok=True)
+    # ibis (under Feast's DuckDB offline store) warns on every query about its own API; Feast's
+    # import puts `simplefilter("once", DeprecationWarning)` first, so the filter goes here.
+    warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
     return FeatureStore(repo_path=str(home.feature_repo), config=config)
 
 
@@ -146,22 +150,31 @@ def apply_definitions(store: FeatureStore) -> None:
     store.apply(objects, objects_to_delete=stale, partial=False)
 
 
-def materialize(store: FeatureStore, end: datetime, start: datetime | None = None) -> None:
+def materialize(
+    store: FeatureStore,
+    end: datetime,
+    start: datetime | None = None,
+    views: Sequence[str] | None = None,
+) -> None:
     """Load the latest feature values up to `end` into the online store.
 
-    With `start`, every view is loaded from [start, end]. Without it the load is incremental:
+    `views` limits the load to those feature views (the reward job reloads only
+    cluster_reward, leaving the other views' incremental state alone); default: every online view.
+    With `start`, the views are loaded from [start, end]. Without it the load is incremental:
     each view resumes where its last materialisation ended. A view never materialised starts at
     `end - ttl` (the oldest value still valid at `end`; the epoch for static views), rather than
     at Feast's `now - ttl`, so a data set stamped in the past materialises the same way whenever
     it runs.
     """
     end = _utc(end, "end")
-    views = [view for view in store.list_feature_views() if view.online]
+    online = [view for view in store.list_feature_views() if view.online]
+    chosen = [view for view in online if views is None or view.name in views]
     if start is not None:
-        store.materialize(start_date=_utc(start, "start"), end_date=end)
+        names = [view.name for view in chosen]
+        store.materialize(start_date=_utc(start, "start"), end_date=end, feature_views=names)
         return
     by_start: dict[datetime, list[str]] = defaultdict(list)
-    for view in views:
+    for view in chosen:
         by_start[_resume_point(view, end)].append(view.name)
     for view_start, names in sorted(by_start.items()):
         if view_start < end:
@@ -217,6 +230,15 @@ def online_features(
         entity_rows=entity_rows,  # type: ignore[arg-type]
         full_feature_names=True,
     )
+    return response.to_dict()
+
+
+def online_feature_values(
+    store: FeatureStore, features: Sequence[str], entity_rows: Sequence[Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """Online lookup of individual features (`"view:feature"`), keyed by short feature name;
+    for readers that need a few columns of one view rather than a whole feature service."""
+    response = store.get_online_features(features=list(features), entity_rows=list(entity_rows))
     return response.to_dict()
 
 

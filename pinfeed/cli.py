@@ -9,7 +9,6 @@ time. Project errors (`PinfeedError`) become a one-line message and exit code 2,
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,17 +31,12 @@ data_app = typer.Typer(
 features_app = typer.Typer(help="Offline features and the Feast repo.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+evaluate_app = typer.Typer(
+    help="Prove each method on data: reports under reports/.", no_args_is_help=True
+)
+app.add_typer(evaluate_app, name="evaluate")
 
 console = Console()
-
-
-@app.callback()
-def _quiet_dependencies() -> None:
-    """Hide a deprecation warning that Feast's DuckDB offline store (via ibis) prints on every
-    query; it is not actionable for pinfeed users."""
-    warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
-
-
 F = TypeVar("F", bound=Callable[..., object])
 
 HomeOption = Annotated[
@@ -62,7 +56,9 @@ def _counts_table(title: str, counts: dict[str, object]) -> Table:
     table.add_column("")
     table.add_column("value", justify="right")
     for name, value in counts.items():
-        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        shown = (
+            f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        )
         table.add_row(name, shown)
     return table
 
@@ -204,6 +200,61 @@ def features_materialize(
     stamp = (end or datetime.now(UTC)).astimezone(UTC)
     materialize(open_store(_home(home)), end=stamp)
     console.print(f"materialized up to {stamp.isoformat()}")
+
+
+@features_app.command("rewards")
+@project_errors
+def features_rewards(
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Count impressions from here (default: the reward window before --as-of)."
+        ),
+    ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(help="Stamp of the recomputed rewards (default: the latest clustering)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Recompute cluster rewards from the logs, write the table and materialise it."""
+    from feature_repo.rewards_job import run_rewards_job
+    from feature_repo.store import open_store
+
+    project = _home(home)
+    result = run_rewards_job(
+        project,
+        since=since.astimezone(UTC) if since else None,
+        as_of=as_of.astimezone(UTC) if as_of else None,
+        store=open_store(project),
+    )
+    console.print(
+        f"rewards for {result.clusters:,} clusters ({result.clusters_with_data:,} with data, mean"
+        f" {result.mean_reward:.3f}) as of {result.as_of.isoformat()}: {result.path}"
+    )
+
+
+@evaluate_app.command("query-reward")
+@project_errors
+def evaluate_query_reward(
+    rounds: Annotated[
+        int, typer.Option(min=2, help="Simulated rounds (4 per simulated day).")
+    ] = 60,
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Simulation seeds; intervals are over seeds.")
+    ] = 3,
+    out: Annotated[
+        Path | None, typer.Option(help="Report JSON (default: <home>/reports/query_reward.json).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Closed-loop simulation: count vs reward_offline vs reward_realtime query selection."""
+    from evaluation.query_reward import evaluate_query_reward as evaluate
+    from evaluation.query_reward import format_comparison
+
+    result = evaluate(_home(home), rounds=rounds, seeds=seeds, out=out)
+    console.print(format_comparison(result.report))
+    console.print(f"report: {result.json_path} and {result.png_path}")
 
 
 @app.command("run")

@@ -60,6 +60,7 @@ def run_pipeline(
 
     `generator_overrides` shrinks or changes the small preset (the tests use a tiny world).
     """
+    from evaluation.query_reward import query_reward_step
     from feature_repo.pipeline import build_features
     from feature_repo.store import apply_definitions, materialize, open_store
     from pinfeed.events import read_event_set
@@ -118,6 +119,7 @@ def run_pipeline(
         ("feast apply", apply),
         ("materialize", load_online),
         ("training sets", training_sets),
+        ("query reward", lambda: query_reward_step(home, store_holder[0])),
     ]
     for name, step in steps:
         results.append(_timed(console, name, step))
