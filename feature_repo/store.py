@@ -234,11 +234,20 @@ def online_features(
 
 
 def online_feature_values(
-    store: FeatureStore, features: Sequence[str], entity_rows: Sequence[Mapping[str, Any]]
+    store: FeatureStore,
+    features: Sequence[str],
+    entity_rows: Sequence[Mapping[str, Any]],
+    *,
+    full_feature_names: bool = False,
 ) -> dict[str, list[Any]]:
-    """Online lookup of individual features (`"view:feature"`), keyed by short feature name;
-    for readers that need a few columns of one view rather than a whole feature service."""
-    response = store.get_online_features(features=list(features), entity_rows=list(entity_rows))
+    """Online lookup of individual features (`"view:feature"`), keyed by short feature name
+    (or `view__feature` with `full_feature_names`); for readers that need some columns of a
+    few views rather than a whole feature service."""
+    response = store.get_online_features(
+        features=list(features),
+        entity_rows=list(entity_rows),
+        full_feature_names=full_feature_names,
+    )
     return response.to_dict()
 
 

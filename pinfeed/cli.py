@@ -35,6 +35,20 @@ evaluate_app = typer.Typer(
     help="Prove each method on data: reports under reports/.", no_args_is_help=True
 )
 app.add_typer(evaluate_app, name="evaluate")
+train_app = typer.Typer(
+    help="Train with Ray Train and export to ONNX (= python -m training.job).", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+optimize_app = typer.Typer(help="Tune serving-time parameters offline.", no_args_is_help=True)
+app.add_typer(optimize_app, name="optimize")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option(help="Job config YAML (default: configs/<job>.yaml).")
+]
+RunOption = Annotated[
+    str | None,
+    typer.Option(help="Artifacts run id (default: UTC time for training, newest run otherwise)."),
+]
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., object])
@@ -257,16 +271,172 @@ def evaluate_query_reward(
     console.print(f"report: {result.json_path} and {result.png_path}")
 
 
+def _train(job: str, config: Path | None, run_id: str | None, home: Path | None) -> None:
+    from training.job import main as job_main
+
+    argv = [
+        job,
+        "--config",
+        str(config or Path("configs") / f"{job}.yaml"),
+        "--home",
+        str(_home(home).root),
+    ]
+    if run_id:
+        argv += ["--run-id", run_id]
+    code = job_main(argv)
+    if code:
+        raise typer.Exit(code=code)
+
+
+@train_app.command("retrieval")
+def train_retrieval(
+    config: ConfigOption = None, run_id: RunOption = None, home: HomeOption = None
+) -> None:
+    """Two-tower retrieval on the dual positive signal; exports towers + ANN index."""
+    _train("retrieval", config, run_id, home)
+
+
+@train_app.command("ranking")
+def train_ranking(
+    config: ConfigOption = None, run_id: RunOption = None, home: HomeOption = None
+) -> None:
+    """Four-head ranker + single-head baseline; exports the ranker and utility.json."""
+    _train("ranking", config, run_id, home)
+
+
+def _ranking_run(home: ProjectHome, run_id: str | None) -> Path | None:
+    from training.ranking.job import ranking_run_dir
+
+    return ranking_run_dir(home, run_id) if run_id else None
+
+
+@evaluate_app.command("retrieval")
+@project_errors
+def evaluate_retrieval(
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Training seeds per variant (mean and std over them).")
+    ] = 3,
+    out: Annotated[
+        Path | None, typer.Option(help="Report JSON (default: <home>/reports/retrieval.json).")
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate this event set (e.g. an import) in a temporary home instead."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Ablation of the positive signal: Recall@K of held-out conversions, exact and through the index."""
+    from evaluation.retrieval_report import evaluate_retrieval as evaluate
+
+    project = _home(home)
+    report = evaluate(
+        project, out or project.reports / "retrieval.json", seeds=seeds, events=events
+    )
+    console.print(report.markdown_path.read_text())
+    console.print(f"report: {report.json_path}, chart: {report.chart_path}")
+
+
+@evaluate_app.command("ranking")
+@project_errors
+def evaluate_ranking(
+    out: Annotated[
+        Path | None, typer.Option(help="Report JSON (default: <home>/reports/ranking.json).")
+    ] = None,
+    config: Annotated[Path, typer.Option(help="Ranking YAML (its evaluation: section).")] = Path(
+        "configs/ranking.yaml"
+    ),
+    run_id: RunOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Per-head AUC, PR-AUC, log loss, Brier and ECE before/after calibration, plus plots."""
+    from evaluation.ranking import evaluate_ranking as evaluate
+    from evaluation.ranking import load_eval_config
+
+    project = _home(home)
+    target = out or project.reports / "ranking.json"
+    report = evaluate(
+        project, target, run_dir=_ranking_run(project, run_id), config=load_eval_config(config)
+    )
+    for head, metrics in report["mtl"].items():
+        console.print(
+            f"{head}: PR-AUC {metrics['pr_auc']:.4f} (single head {report['single_head'][head]['pr_auc']:.4f}), "
+            f"ECE {metrics['ece_raw']:.4f} -> {metrics['ece_cal']:.4f}, Brier {metrics['brier_raw']:.4f} -> {metrics['brier_cal']:.4f}"
+        )
+    console.print(f"report: {target}")
+
+
+@optimize_app.command("utility")
+@project_errors
+def optimize_utility(
+    trials: Annotated[
+        int | None, typer.Option(min=2, help="Trials per method (default: the config's, 30).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Search seed.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report JSON (default: <home>/reports/utility.json).")
+    ] = None,
+    config: Annotated[Path, typer.Option(help="Ranking YAML (its utility: section).")] = Path(
+        "configs/ranking.yaml"
+    ),
+    run_id: RunOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Ax Bayesian optimisation of the utility weights vs random search and hand-picked weights."""
+    from evaluation.utility_search import load_search_config
+    from evaluation.utility_search import optimize_utility as optimize
+
+    project = _home(home)
+    target = out or project.reports / "utility.json"
+    report = optimize(
+        project,
+        target,
+        trials=trials,
+        seed=seed,
+        run_dir=_ranking_run(project, run_id),
+        config=load_search_config(config),
+    )
+    for method in ("best", "random_search", "hand_picked"):
+        arm = report[method]
+        weights = ", ".join(f"{h} {w:.3f}" for h, w in arm["weights"].items())
+        console.print(
+            f"{method}: long_click PR-AUC {arm['long_click_pr_auc']:.5f} ({weights}), constraints met: {arm['constraints_met']}"
+        )
+    console.print(f"report: {target}; weights written to the run's utility.json")
+
+
+@app.command("serve")
+@project_errors
+def serve(
+    config: Annotated[
+        Path | None, typer.Option(help="Serve config YAML (default: serving/config.yaml).")
+    ] = None,
+    run_id: Annotated[
+        str, typer.Option(help="Artifacts run under <home>/artifacts (default: the newest).")
+    ] = "latest",
+    port: Annotated[int, typer.Option(help="HTTP port of the Serve proxy.")] = 8000,
+    home: HomeOption = None,
+) -> None:
+    """Deploy the Ray Serve app (same app as `serve run serving/config.yaml`) and block."""
+    from serving.app import CONFIG_FILE, serve_forever
+
+    overrides = {"home": str(_home(home).root), "run_id": run_id}
+    console.print(f"serving on http://127.0.0.1:{port} (OpenAPI at /docs); Ctrl-C stops")
+    serve_forever(config or CONFIG_FILE, overrides, port=port)
+
+
 @app.command("run")
 @project_errors
 def run(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic event set.")] = 0,
+    keep_serving: Annotated[
+        bool, typer.Option(help="Leave the Serve app running at the end.")
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """The main job end to end on the embedded defaults (small preset, SQLite, local Ray)."""
     from pinfeed.run import run_pipeline
 
-    run_pipeline(_home(home), seed=seed, console=console)
+    run_pipeline(_home(home), seed=seed, console=console, keep_serving=keep_serving)
 
 
 def main() -> None:

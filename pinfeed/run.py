@@ -1,8 +1,10 @@
 """`pinfeed run`: the main job end to end on the embedded defaults.
 
 generate (small preset) -> validate -> features build -> feast apply -> materialize ->
-point-in-time training sets, each step timed, closing with a summary table. Later issues add
-training, export, evaluation and serving as further steps.
+point-in-time training sets -> train retrieval (Ray Train, ONNX, index) -> train ranking
+(Ray Train, ONNX, calibration) -> evaluate ranking -> optimise utility weights (Ax) -> cluster
+rewards + query-reward simulation -> deploy the Serve app, ask it for recommendations, shut it
+down. Each step is timed; a summary table closes the run.
 
 This is the CLI's edge, so it may import every part of the project; it does so inside
 `run_pipeline`, keeping `import pinfeed` light.
@@ -19,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 
 
@@ -55,17 +58,26 @@ def run_pipeline(
     seed: int = 0,
     console: Console | None = None,
     generator_overrides: dict | None = None,
+    serve: bool = True,
+    keep_serving: bool = False,
+    stop_after: str | None = None,
 ) -> list[StepResult]:
     """Run every step in order on `home` (its feature_repo/ and data/); return the step results.
 
-    `generator_overrides` shrinks or changes the small preset (the tests use a tiny world).
+    `generator_overrides` shrinks or changes the small preset (the tests use a tiny world);
+    `serve=False` stops before the serving demo; `keep_serving` leaves the app up;
+    `stop_after` names the last step to run (e.g. "training sets").
     """
     from evaluation.query_reward import query_reward_step
+    from evaluation.ranking import evaluate_ranking
+    from evaluation.utility_search import UtilitySearchConfig, optimize_utility
     from feature_repo.pipeline import build_features
     from feature_repo.store import apply_definitions, materialize, open_store
     from pinfeed.events import read_event_set
     from pinfeed.synthetic import GeneratorConfig, generate_and_write
     from pinfeed.validate import validate
+    from training.ranking.job import RankingJobConfig, ranking_run_dir, train_ranking
+    from training.retrieval.job import new_run_id, train_retrieval_for_pipeline
     from training.training_sets import TrainingSetConfig, build_ranking_set, build_retrieval_set
 
     console = console or Console()
@@ -112,6 +124,52 @@ def run_pipeline(
         ranking = build_ranking_set(store_holder[0], events, home.training_sets, set_config)
         return f"{_rows(retrieval):,} retrieval and {_rows(ranking):,} ranking examples"
 
+    run_id = new_run_id()
+
+    def retrieval() -> str:
+        return f"towers + index in {train_retrieval_for_pipeline(home, run_id=run_id)}"
+
+    def ranking() -> str:
+        return f"ranker in {train_ranking(RankingJobConfig(epochs=2, run_id=run_id), home)}"
+
+    def ranking_report() -> str:
+        report = evaluate_ranking(
+            home, home.reports / "ranking.json", run_dir=ranking_run_dir(home, run_id)
+        )
+        return "; ".join(
+            f"{head} ECE {m['ece_raw']:.3f}->{m['ece_cal']:.3f}"
+            for head, m in report["mtl"].items()
+        )
+
+    def utility() -> str:
+        search = UtilitySearchConfig(
+            trials=8, initialization_trials=5, bias_check_derived=(), seed=seed
+        )
+        report = optimize_utility(
+            home,
+            home.reports / "utility.json",
+            run_dir=ranking_run_dir(home, run_id),
+            config=search,
+        )
+        best, hand = report["best"], report["hand_picked"]
+        return (
+            f"long_click PR-AUC {best['long_click_pr_auc']:.4f} (hand-picked {hand['long_click_pr_auc']:.4f}),"
+            f" constraints met: {best['constraints_met']}"
+        )
+
+    def serving_demo() -> str:
+        from serving.app import demo
+
+        answers = demo(home.root, run_id=run_id, keep_serving=keep_serving)
+        for answer in answers:
+            items = ", ".join(
+                f"{item['pin_id']} (u={item['utility']:.3f}, cluster {item['source']['cluster_id']})"
+                for item in answer["items"]
+            )
+            flags = f"degraded={answer['degraded']} cold_start={answer.get('cold_start')}"
+            console.print(f"POST /recommend -> request {answer['request_id']}, {flags}: {items}")
+        return f"{len(answers)} HTTP answers" + (" (app left running)" if keep_serving else "")
+
     steps: list[tuple[str, Callable[[], str]]] = [
         ("generate events", generate),
         ("validate events", check),
@@ -119,10 +177,21 @@ def run_pipeline(
         ("feast apply", apply),
         ("materialize", load_online),
         ("training sets", training_sets),
+        ("train retrieval", retrieval),
+        ("train ranking", ranking),
+        ("evaluate ranking", ranking_report),
+        ("optimise utility", utility),
         ("query reward", lambda: query_reward_step(home, store_holder[0])),
     ]
+    if serve:
+        steps.append(("serve", serving_demo))
+    names = [name for name, _ in steps]
+    if stop_after is not None and stop_after not in names:
+        raise ConfigError(f"stop_after: {stop_after!r} is not a step; steps: {names}")
     for name, step in steps:
         results.append(_timed(console, name, step))
+        if name == stop_after:
+            break
     console.print(_summary(results, home))
     return results
 

@@ -32,7 +32,7 @@ def pinfeed(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def ran_home(tmp_path_factory: pytest.TempPathFactory) -> ProjectHome:
     home = make_home(tmp_path_factory.mktemp("run"))
-    run_pipeline(home, seed=3, generator_overrides=TINY_WORLD)
+    run_pipeline(home, seed=3, generator_overrides=TINY_WORLD, stop_after="training sets")
     return home
 
 

@@ -1,0 +1,234 @@
+"""Closed-loop HTTP load on the serving pipeline versus the obvious one-process alternative, plus
+the in-process floor. Not a test: run it by hand.
+
+    python -m benchmarks.serve_load --root /tmp/pinfeed-bench --pins 100000 --users 2000 \
+        --levels 1,2,4,8,16 --seconds 10
+
+(a) serve:    this app on Ray Serve (Ingress -> Recommender -> Ranker), HTTP on loopback.
+(b) fastapi:  one uvicorn process that per request calls Feast `get_online_features` for the user
+              and for all candidate pins, runs the query tower and the ranker in torch eager,
+              and searches the same faiss index.
+(c) floor:    the serving stages called in-process, no Serve, no HTTP (ORT + index + online
+              store reads + cached pin features), one request at a time.
+
+The load runs in a separate process: C client threads, each with a keep-alive connection, send
+requests back to back for `--seconds` per level. Reported per level: p50 / p99 latency (ms),
+throughput (req/s), errors; and per variant the highest throughput reached with zero errors.
+`--root` is built on first use (a generated world of `--pins` pins with both models trained
+briefly and exported; `tests/serving_artifacts.py` does the training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RUN_ID = "tiny-run"
+HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    variant: str
+    concurrency: int
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    errors: int
+
+
+def _client(port: int, users: list[int], k: int, stop: float, out: list, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while time.perf_counter() < stop:
+        body = json.dumps({"user_id": int(rng.choice(users)), "k": k})
+        start = time.perf_counter()
+        try:
+            connection.request("POST", "/recommend", body, HEADERS)
+            response = connection.getresponse()
+            response.read()
+            ok = response.status == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        out.append((time.perf_counter() - start, ok))
+
+
+def _load(port: int, users: list[int], k: int, concurrency: int, seconds: float, queue) -> None:
+    """Runs in its own process: `concurrency` closed-loop clients for `seconds`."""
+    stop = time.perf_counter() + seconds
+    results: list[tuple[float, bool]] = []
+    threads = [
+        threading.Thread(target=_client, args=(port, users, k, stop, results, i))
+        for i in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put(results)
+
+
+def measure(
+    variant: str, port: int, users: list[int], k: int, level: int, seconds: float
+) -> LevelResult:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_load, args=(port, users, k, level, seconds, queue))
+    process.start()
+    results = queue.get()
+    process.join()
+    latencies = np.array([t for t, ok in results if ok]) * 1000.0
+    errors = sum(1 for _, ok in results if not ok)
+    if len(latencies) == 0:
+        return LevelResult(variant, level, float("nan"), float("nan"), 0.0, errors)
+    return LevelResult(
+        variant,
+        level,
+        float(np.percentile(latencies, 50)),
+        float(np.percentile(latencies, 99)),
+        len(latencies) / seconds,
+        errors,
+    )
+
+
+def floor(home: Path, users: list[int], k: int, seconds: float) -> LevelResult:
+    """The stages in-process, one request at a time."""
+    from serving.config import ServingConfig
+    from serving.online import connect
+    from serving.pipeline import Pipeline, RecommendQuery
+    from serving.ranker import RankerModel
+    from serving.state import ServingState
+
+    config = ServingConfig(home=home, run_id=RUN_ID)
+    ServingState(config.state).initialise(
+        RUN_ID, home / "artifacts" / RUN_ID / "ranking" / "utility.json"
+    )
+    pipeline = Pipeline(config, connect(config.project, None), RUN_ID)
+    ranker = RankerModel(pipeline.run, 1)
+    rng = np.random.default_rng(0)
+    latencies = []
+    stop = time.perf_counter() + seconds
+    request_id = 0
+    while time.perf_counter() < stop:
+        request_id += 1
+        start = time.perf_counter()
+        prepared = pipeline.prepare(RecommendQuery(request_id, int(rng.choice(users)), k))
+        pipeline.finish(prepared, ranker.logits(prepared.inputs))
+        latencies.append(time.perf_counter() - start)
+    ms = np.array(latencies) * 1000.0
+    return LevelResult(
+        "floor", 1, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(ms) / seconds, 0
+    )
+
+
+def start_serve(home: Path, port: int) -> None:
+    import ray
+    from ray import serve
+
+    from serving.app import build_app, wait_healthy
+    from serving.config import ActorOptions, DeploymentSettings, ServingConfig
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    config = ServingConfig(home=home, run_id=RUN_ID)
+    light = ActorOptions(num_cpus=0)
+    settings = (
+        DeploymentSettings(name="Ingress", max_ongoing_requests=64, ray_actor_options=light),
+        DeploymentSettings(name="Recommender", max_ongoing_requests=8, ray_actor_options=light),
+        DeploymentSettings(name="Ranker", max_ongoing_requests=16, ray_actor_options=light),
+        DeploymentSettings(name="FeedbackSink", ray_actor_options=light),
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(config, settings), name="pinfeed", route_prefix="/")
+    wait_healthy(f"http://127.0.0.1:{port}", timeout_s=600)
+
+
+def start_fastapi(home: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.serve_load_baseline", str(home), RUN_ID, str(port)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    from serving.app import wait_healthy
+
+    wait_healthy(f"http://127.0.0.1:{port}", timeout_s=600)
+    return process
+
+
+def table(results: list[LevelResult]) -> str:
+    lines = [
+        "| variant | concurrency | p50 ms | p99 ms | req/s | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.variant} | {r.concurrency} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.rps:.1f} | {r.errors} |"
+        for r in results
+    ]
+    best = {}
+    for r in results:
+        if r.errors == 0 and r.rps > best.get(r.variant, (0.0, None))[0]:
+            best[r.variant] = (r.rps, r)
+    lines += [
+        "",
+        "| variant | best zero-error req/s | at concurrency | p99 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {v} | {rps:.1f} | {r.concurrency} | {r.p99_ms:.1f} |" for v, (rps, r) in best.items()
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--root", type=Path, required=True, help="bench project home (built if missing)"
+    )
+    parser.add_argument("--pins", type=int, default=100_000, help="corpus size when building")
+    parser.add_argument("--users", type=int, default=2000, help="users when building")
+    parser.add_argument("--levels", default="1,2,4,8,16", help="client concurrencies")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per level")
+    parser.add_argument("--k", type=int, default=20, help="pins returned per request")
+    parser.add_argument("--variants", default="floor,serve,fastapi", help="which to run")
+    args = parser.parse_args()
+    from tests.serving_artifacts import build_serving_home, users_with_clusters
+
+    if not (args.root / "artifacts" / RUN_ID / "torch").is_dir():
+        args.root.mkdir(parents=True, exist_ok=True)
+        world = {"users": args.users, "pins": args.pins, "topics": 20, "days": 3}
+        build_serving_home(args.root, world=world, keep_torch=True)
+    from pinfeed.home import ProjectHome
+
+    users = users_with_clusters(ProjectHome(args.root), minimum=1)
+    levels = [int(level) for level in args.levels.split(",")]
+    variants = args.variants.split(",")
+    results: list[LevelResult] = []
+    if "floor" in variants:
+        results.append(floor(args.root.resolve(), users, args.k, args.seconds))
+    if "serve" in variants:
+        from ray import serve
+
+        start_serve(args.root.resolve(), 8011)
+        results += [measure("serve", 8011, users, args.k, c, args.seconds) for c in levels]
+        serve.shutdown()
+    if "fastapi" in variants:
+        baseline = start_fastapi(args.root.resolve(), 8012)
+        try:
+            results += [measure("fastapi", 8012, users, args.k, c, args.seconds) for c in levels]
+        finally:
+            baseline.terminate()
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

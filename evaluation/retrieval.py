@@ -1,0 +1,193 @@
+"""The retrieval ablation: which positive set finds the pins users will convert on?
+
+Five variants (`training.retrieval.config.Variant`) are trained the same way on the same time
+split (`evaluation.retrieval_data`) for several seeds, and each is scored on the held-out
+period over the whole pin corpus:
+
+- Recall@K (K = 50, 100, 500) of held-out conversions: the share of held-out conversion rows
+  whose pin is among the K pins retrieved for that row's query (user features at that time +
+  query pin). No exclusion of already-engaged pins: a user may convert on a pin they clicked.
+- the same through an HNSW index (`ann_recall@K`), against exact search, to show the loss of
+  the approximate index (the "index" entry reports it for `dual_positive`);
+- Recall@100 of held-out long clicks.
+
+How the models are trained: in-process, with the plain torch loop
+(`training.retrieval.train_step.train_on_parquet`), which calls the same `train_step` as the
+Ray Train loop (`training.retrieval.ray_loop`) on the same filtered rows (`weighted_rows`).
+Fifteen small models through Ray Train would add worker start-up and checkpoint I/O to each
+without changing what is computed. Every variant gets the same budget of optimizer steps
+(`steps`): a variant's epochs are `ceil(steps / batches per epoch)`, so `conversions_only`
+(a few hundred rows, one batch per epoch) is not cut off after a handful of updates.
+
+Notation: Q held-out queries, K retrieved pins, E embedding width.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, get_args
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluation.retrieval_data import RetrievalSplit
+from pinfeed.errors import DataNotFoundError
+from training.retrieval.config import IndexConfig, RetrievalConfig, Variant
+from training.retrieval.corpus import embed_pins
+from training.retrieval.dataset import sized_towers, weighted_rows
+from training.retrieval.features import batch_from_table
+from training.retrieval.index import ExactPinIndex, HnswPinIndex, PinIndex
+from training.retrieval.job_config import RetrievalSettings
+from training.retrieval.model import RetrievalModel
+from training.retrieval.train_step import train_on_parquet
+
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
+INDEX_VARIANT: Variant = "dual_positive"
+
+
+class AblationConfig(BaseModel):
+    """How the ablation is run. Defaults: the small preset's report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variants: tuple[Variant, ...] = VARIANTS
+    seeds: int = Field(3, ge=1, description="Seeds 0..seeds-1 per variant.")
+    holdout_days: float = Field(3.0, gt=0, description="The last days held out for evaluation.")
+    ks: tuple[int, ...] = Field((50, 100, 500), description="K of conversion Recall@K.")
+    long_click_k: int = Field(100, gt=0, description="K of long-click recall.")
+    steps: int = Field(100, gt=0, description="Optimizer steps per model (same for all).")
+    model: RetrievalSettings = RetrievalSettings()
+    ann: IndexConfig = Field(
+        IndexConfig(exact_max_pins=0, hnsw_m=16, hnsw_ef_construction=64, hnsw_ef_search=64),
+        description="The approximate index compared with exact search.",
+    )
+
+
+def recall_at_k(retrieved: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """Share of rows whose target is among the first k retrieved ids.
+
+    Args:
+        retrieved: [Q, >= k] pin ids, best first (-1 padding never matches).
+        targets: [Q] the held-out pin of each row.
+    """
+    if len(targets) == 0:
+        return float("nan")
+    return float((retrieved[:, :k] == targets[:, None]).any(axis=1).mean())
+
+
+@torch.no_grad()
+def query_embeddings(model: RetrievalModel, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(query embeddings [Q, E], target pin ids [Q]) of held-out training-set rows."""
+    batch = batch_from_table(rows)
+    model.eval()
+    query = model.query_tower(
+        batch.user_id, batch.user_dense, batch.query_pin_id, batch.query_content
+    )
+    return query.numpy(), batch.pin_id.numpy()
+
+
+def epochs_for_budget(rows: int, batch_size: int, steps: int) -> int:
+    """Epochs that give at least `steps` optimizer steps over `rows` rows."""
+    return max(1, math.ceil(steps / max(1, math.ceil(rows / batch_size))))
+
+
+def train_variant(
+    split: RetrievalSplit, config: AblationConfig, variant: Variant, seed: int, work_dir: Path
+) -> tuple[RetrievalModel, RetrievalConfig]:
+    """One model of the ablation, trained on the split's train rows with the plain loop."""
+    towers = sized_towers(split.corpus, split.user_ids, **config.model.towers.model_dump())
+    base = config.model.sized(towers).model_copy(update={"variant": variant, "seed": seed})
+    rows = weighted_rows(split.train, base)
+    if rows.num_rows == 0:
+        raise DataNotFoundError(f"variant {variant}: no training positives before the cutoff")
+    epochs = epochs_for_budget(rows.num_rows, base.batch_size, config.steps)
+    model_config = RetrievalConfig.model_validate(base.model_dump() | {"epochs": epochs})
+    path = work_dir / f"{variant}-{seed}.parquet"
+    pq.write_table(rows, path)
+    return train_on_parquet(path, model_config).model, model_config
+
+
+def score_model(
+    model: RetrievalModel, split: RetrievalSplit, config: AblationConfig
+) -> dict[str, float]:
+    """Recall of one trained model through an exact and an approximate index."""
+    pin_ids = split.corpus.pin_id.numpy()
+    embeddings = embed_pins(model.pin_tower, split.corpus)
+    exact: PinIndex = ExactPinIndex.build(pin_ids, embeddings, config.ann)
+    ann: PinIndex = HnswPinIndex.build(pin_ids, embeddings, config.ann)
+    queries, targets = query_embeddings(model, split.conversions)
+    top = max(config.ks)
+    exact_ids, _ = exact.search(queries, top)
+    ann_ids, _ = ann.search(queries, top)
+    scores: dict[str, float] = {}
+    for k in config.ks:
+        scores[f"recall@{k}"] = recall_at_k(exact_ids, targets, k)
+        scores[f"ann_recall@{k}"] = recall_at_k(ann_ids, targets, k)
+    long_queries, long_targets = query_embeddings(model, split.long_clicks)
+    long_ids, _ = exact.search(long_queries, config.long_click_k)
+    scores[f"long_click_recall@{config.long_click_k}"] = recall_at_k(
+        long_ids, long_targets, config.long_click_k
+    )
+    return scores
+
+
+def _mean_std(values: list[float]) -> dict[str, float | None]:
+    """Mean and std over seeds; None (JSON null) when there was nothing held out to score."""
+    array = np.asarray(values, dtype=np.float64)
+    if np.isnan(array).any():
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(array)), "std": float(np.std(array))}
+
+
+def run_ablation(split: RetrievalSplit, config: AblationConfig) -> dict[str, Any]:
+    """Train and score every variant for every seed; the report in the issue's JSON shape."""
+    per_variant: dict[str, dict[str, list[float]]] = {}
+    epochs: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="retrieval-ablation-") as work:
+        for variant in config.variants:
+            runs: dict[str, list[float]] = {}
+            for seed in range(config.seeds):
+                model, model_config = train_variant(split, config, variant, seed, Path(work))
+                epochs[variant] = model_config.epochs
+                for name, value in score_model(model, split, config).items():
+                    runs.setdefault(name, []).append(value)
+            per_variant[variant] = runs
+    variants = {
+        name: {metric: _mean_std(values) for metric, values in runs.items()}
+        for name, runs in per_variant.items()
+    }
+    index_runs = per_variant.get(INDEX_VARIANT) or next(iter(per_variant.values()))
+    return {
+        "variants": variants,
+        "index": {
+            "exact_recall@100": _mean_std(index_runs["recall@100"])["mean"],
+            "ann_recall@100": _mean_std(index_runs["ann_recall@100"])["mean"],
+        },
+        "config": _report_config(split, config, epochs),
+    }
+
+
+def _report_config(
+    split: RetrievalSplit, config: AblationConfig, epochs: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "ablation": config.model_dump(mode="json"),
+        "cutoff": split.cutoff.isoformat()
+        if isinstance(split.cutoff, datetime)
+        else str(split.cutoff),
+        "train_rows": split.train.num_rows,
+        "heldout_conversions": split.conversions.num_rows,
+        "heldout_long_clicks": split.long_clicks.num_rows,
+        "long_click_threshold_s": split.long_click_threshold_s,
+        "n_pins": len(split.corpus),
+        "epochs_per_variant": epochs,
+        "index_variant": INDEX_VARIANT,
+        "trainer": "plain torch loop (train_on_parquet), same train_step as the Ray Train loop",
+        "seeds": list(range(config.seeds)),
+    }

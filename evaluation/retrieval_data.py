@@ -1,0 +1,107 @@
+"""The data of the retrieval ablation: a time split of the retrieval training set.
+
+Time split at `cutoff = end - holdout_days` (end: the last example's event_timestamp):
+
+- train: positives whose label was known before the cutoff (`positive_ts < cutoff`); a
+  conversion that arrives after the cutoff for an impression before it is in neither part,
+  as it would be in production (delayed labels).
+- held out: positives recommended at or after the cutoff (`event_timestamp >= cutoff`),
+  their query features read point-in-time at that moment (the training set's Feast join).
+  Held-out conversions are the target; held-out long clicks (dwell >= the event set's
+  long-click threshold) the secondary one.
+- corpus: every pin, with its dense features as of the cutoff (no held-out day leaks in).
+
+`prepare_event_home` turns any event set in the schema (generated or imported) into a
+temporary project home with features and the retrieval training set, for `--events DIR`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import feature_repo
+from pinfeed.errors import DataNotFoundError
+from pinfeed.events import EventSetMeta, read_event_set
+from pinfeed.home import ProjectHome
+from training.retrieval.corpus import PinCorpus, read_pin_corpus
+from training.retrieval.dataset import known_user_ids, read_training_set
+
+RETRIEVAL_SET = "retrieval.parquet"
+
+
+@dataclass(frozen=True)
+class RetrievalSplit:
+    """Train rows, held-out targets and the corpus of one time split."""
+
+    train: pa.Table
+    conversions: pa.Table
+    long_clicks: pa.Table
+    corpus: PinCorpus
+    user_ids: np.ndarray
+    cutoff: datetime
+    long_click_threshold_s: float
+
+
+def _timestamp(value: datetime) -> pa.Scalar:
+    return pa.scalar(value, pa.timestamp("us", tz="UTC"))
+
+
+def event_meta(events: Path) -> EventSetMeta:
+    path = events / "meta.json"
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: no event set here; run `pinfeed run` or pass --events")
+    return EventSetMeta.model_validate_json(path.read_text())
+
+
+def time_split(home: ProjectHome, events: Path, holdout_days: float) -> RetrievalSplit:
+    """Split `home`'s retrieval training set at `end - holdout_days` (see module docstring)."""
+    table = read_training_set(home.training_sets / RETRIEVAL_SET)
+    end = pc.max(table.column("event_timestamp")).as_py()
+    cutoff = end - timedelta(days=holdout_days)
+    threshold = event_meta(events).long_click_threshold_s
+    train = table.filter(pc.less(table.column("positive_ts"), _timestamp(cutoff)))
+    held = table.filter(pc.greater_equal(table.column("event_timestamp"), _timestamp(cutoff)))
+    kind = held.column("positive_kind")
+    long_click = pc.and_(
+        pc.equal(kind, "click"), pc.greater_equal(held.column("click_dwell_s"), threshold)
+    )
+    return RetrievalSplit(
+        train=train,
+        conversions=held.filter(pc.equal(kind, "conversion")),
+        long_clicks=held.filter(pc.fill_null(long_click, False)),
+        corpus=read_pin_corpus(home.features, as_of=cutoff),
+        user_ids=known_user_ids(events / "users.parquet", table),
+        cutoff=cutoff,
+        long_click_threshold_s=threshold,
+    )
+
+
+def prepare_event_home(events: Path, root: Path) -> ProjectHome:
+    """A project home under `root` with `events`' feature tables and retrieval training set.
+
+    Copies the Feast repo, builds the features, applies the definitions (SQLite) and joins the
+    training set point-in-time, like `pinfeed run` without generation or materialisation.
+    """
+    from feature_repo.pipeline import build_features
+    from feature_repo.store import apply_definitions, open_store
+    from training.training_sets import TrainingSetConfig, build_retrieval_set
+
+    event_set = read_event_set(events)
+    home = ProjectHome(root.resolve())
+    shutil.copytree(
+        Path(feature_repo.__file__).parent,
+        home.feature_repo,
+        ignore=shutil.ignore_patterns("__pycache__", "data"),
+    )
+    build_features(event_set, home.features, progress=False)
+    store = open_store(home, redis_url=None)
+    apply_definitions(store)
+    build_retrieval_set(store, event_set, home.training_sets, TrainingSetConfig())
+    return home

@@ -1,0 +1,156 @@
+"""Typed configuration of the serving app: loaded once at the edge (`serve run` args, the
+`pinfeed serve` command, tests) and passed to every deployment's constructor.
+
+Two layers, as Ray Serve splits them:
+- `ServingConfig`: what the app does (which run, which stores, how many candidates, how queries
+  are drawn, batching). It is the `args:` block of `serving/config.yaml`.
+- `DeploymentSettings`: how each deployment is placed and scaled (replicas, concurrency,
+  CPUs/GPUs). It is the `deployments:` block, the one Serve itself reads on `serve run`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from pinfeed.errors import ConfigError, DataNotFoundError
+from pinfeed.home import ProjectHome
+from pinfeed.query_selection import SelectionConfig
+
+ADMIN_TOKEN_ENV = "PINFEED_ADMIN_TOKEN"
+DEPLOYMENT_NAMES = ("Ingress", "Recommender", "Ranker", "FeedbackSink")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RankerBatching(_Frozen):
+    """`@serve.batch` of the ranker: requests (each ~`candidates` rows) merged per ORT call."""
+
+    max_batch_size: int = Field(8, ge=1, le=256, description="requests per ORT call")
+    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1, description="wait to fill a batch")
+    intra_op_threads: int = Field(1, ge=0, description="ORT threads per replica (0: ORT default)")
+
+
+class ServingConfig(_Frozen):
+    """What the serving app serves and how (see the module docstring)."""
+
+    home: Path = Field(description="project home: feature_repo/, data/, artifacts/")
+    run_id: str = Field(min_length=1, description="artifacts/<run_id>/{retrieval,ranking}/")
+    redis_url: str | None = Field(
+        None, description="online store on Redis (else SQLite); feedback then goes to a stream"
+    )
+    state_dir: Path | None = Field(
+        None, description="feedback log, active weights and run pointer (default data/serving)"
+    )
+    selection: SelectionConfig = SelectionConfig()
+    candidates: int = Field(500, ge=1, le=5000, description="candidates ranked per request")
+    popular_pins: int = Field(500, ge=1, description="cold-start / degraded candidate pool")
+    cache_refresh_s: float = Field(
+        30.0, gt=0, description="how often the pin feature cache checks for a materialisation"
+    )
+    reward_window_s: float = Field(
+        86400.0, gt=0, description="engagements later than this after serving earn no reward"
+    )
+    served_memory: int = Field(
+        200_000, ge=1, description="served items remembered for attributing feedback"
+    )
+    retriever_threads: int = Field(1, ge=0, description="ORT threads of the query tower")
+    ranker: RankerBatching = RankerBatching()
+    admin_token_env: str = Field(ADMIN_TOKEN_ENV, description="env var holding the admin token")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        """Resolved where the config is read (the driver): replicas have their own cwd."""
+        return home.expanduser().resolve()
+
+    @property
+    def project(self) -> ProjectHome:
+        return ProjectHome(self.home)
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir or self.project.data / "serving"
+
+
+class ActorOptions(_Frozen):
+    """The subset of Ray actor options we set per deployment."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class DeploymentSettings(_Frozen):
+    """Placement and scaling of one deployment (Serve's own field names)."""
+
+    name: Literal["Ingress", "Recommender", "Ranker", "FeedbackSink"]
+    num_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(-1, ge=-1, description="-1: unbounded; excess gets 503")
+    ray_actor_options: ActorOptions = ActorOptions()
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for `Deployment.options(...)`."""
+        return self.model_dump(exclude={"name"})
+
+
+class ServeFile(_Frozen):
+    """The parts of `serving/config.yaml` pinfeed reads: one application's args and its
+    deployments' settings (the Serve CLI reads the same file whole)."""
+
+    args: ServingConfig
+    deployments: tuple[DeploymentSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _ranker_can_fill_batches(self) -> ServeFile:
+        for settings in self.deployments:
+            if (
+                settings.name == "Ranker"
+                and settings.max_ongoing_requests < self.args.ranker.max_batch_size
+            ):
+                raise ValueError(
+                    "deployments.Ranker.max_ongoing_requests must be >= args.ranker."
+                    "max_batch_size, else a batch never fills"
+                )
+        return self
+
+    def settings(self, name: str) -> DeploymentSettings | None:
+        return next((d for d in self.deployments if d.name == name), None)
+
+
+def _problems(error: PydanticValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
+    )
+
+
+def parse_serving_config(args: dict[str, Any]) -> ServingConfig:
+    """Validate `args` (the yaml `args:` block, or `serve run` overrides); errors name fields."""
+    try:
+        return ServingConfig.model_validate(args)
+    except PydanticValidationError as error:
+        raise ConfigError(f"serving config: {_problems(error)}") from error
+
+
+def load_serve_file(
+    path: Path, *, overrides: dict[str, Any] | None = None, app_name: str = "pinfeed"
+) -> ServeFile:
+    """Read application `app_name` of a Serve config YAML, with `overrides` on its args."""
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: no Serve config here (see serving/config.yaml)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    apps = [app for app in raw.get("applications", []) if app.get("name") == app_name]
+    if not apps:
+        raise ConfigError(f"{path}: applications: no application named {app_name!r}")
+    app = apps[0]
+    args = {**(app.get("args") or {}), **(overrides or {})}
+    try:
+        return ServeFile.model_validate({"args": args, "deployments": app.get("deployments") or []})
+    except PydanticValidationError as error:
+        raise ConfigError(f"{path}: {_problems(error)}") from error

@@ -1,0 +1,261 @@
+"""Retrieval on Ray Train, for real: a worker killed mid-run resumes from the last checkpoint,
+a one-worker job exports towers whose ONNX matches torch and indexes every pin, and `ray job
+submit` runs the job on a local Ray cluster started by the test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray.data
+import torch
+import yaml
+
+from pinfeed.home import ProjectHome
+from tests.integration.retrieval_home import build_tiny_home
+from training.ray_train import RayTrainSettings, fit, load_result_state
+from training.retrieval.corpus import read_pin_corpus
+from training.retrieval.dataset import VariantRows, pin_sampling, sized_towers, weighted_rows
+from training.retrieval.export import QUERY_TOWER_FILE, example_query_inputs
+from training.retrieval.features import QUERY_TOWER_INPUTS, batch_from_table
+from training.retrieval.index import load_pin_index
+from training.retrieval.job import embed_corpus_onnx, train_retrieval
+from training.retrieval.job_config import RayOptions, RetrievalJobConfig, RetrievalSettings
+from training.retrieval.manifest import read_manifest
+from training.retrieval.model import RetrievalModel
+from training.retrieval.ray_loop import RetrievalLoopConfig, retrieval_loop
+from training.retrieval.session import inference_session
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCHS = 3
+BATCH = 128
+
+
+@pytest.fixture(scope="module")
+def tiny_home(tmp_path_factory: pytest.TempPathFactory) -> ProjectHome:
+    return build_tiny_home(tmp_path_factory.mktemp("retrieval") / "home")
+
+
+def _tiny_settings(epochs: int) -> RetrievalSettings:
+    return RetrievalSettings(epochs=epochs, batch_size=BATCH, towers={"hidden_dims": (32,)})
+
+
+class KillOnce:
+    """Epoch hook: logs `epoch step` lines; kills rank `rank`'s process at `epoch` the first
+    time only (a marker file remembers it across the restart)."""
+
+    def __init__(self, log: Path, marker: Path, epoch: int, rank: int) -> None:
+        self.log, self.marker, self.epoch, self.rank = log, marker, epoch, rank
+
+    def __call__(self, epoch: int, step: int) -> None:
+        rank = ray.train.get_context().get_world_rank()
+        if rank == 0:
+            with self.log.open("a") as handle:
+                handle.write(f"{epoch} {step}\n")
+        if rank == self.rank and epoch == self.epoch and not self.marker.exists():
+            self.marker.write_text("killed")
+            os._exit(1)
+
+
+def test_killed_worker_resumes_from_last_checkpoint(
+    ray_local: None, tiny_home: ProjectHome, tmp_path: Path
+) -> None:
+    set_path = tiny_home.training_sets / "retrieval.parquet"
+    table = pq.read_table(set_path)
+    corpus = read_pin_corpus(tiny_home.features)
+    towers = sized_towers(corpus, table.column("user_id").to_numpy(), hidden_dims=(32,))
+    config = _tiny_settings(EPOCHS).sized(towers)
+    rows = weighted_rows(table, config).num_rows
+    sampling = pin_sampling(weighted_rows(table, config), towers.n_pin_buckets)
+    log, marker = tmp_path / "epochs.log", tmp_path / "killed"
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    loop = RetrievalLoopConfig(
+        config, sampling.log_q_table.numpy(), on_epoch_end=KillOnce(log, marker, epoch=1, rank=1)
+    )
+    dataset = ray.data.read_parquet(str(set_path)).map_batches(
+        VariantRows(config), batch_format="pyarrow"
+    )
+    settings = RayTrainSettings(
+        name="killed", storage_path=tmp_path / "ray", num_workers=2, cpus_per_worker=0.5
+    )
+    result = fit(retrieval_loop, loop.as_loop_config(), {"train": dataset}, settings)
+
+    assert marker.exists(), "the worker was never killed"
+    logged = _pairs(log)
+    steps_per_epoch = logged[0][1]
+    assert logged[0][0] == 0 and 1 <= steps_per_epoch <= rows // BATCH + 1
+    kill_at = next(i for i, (epoch, _) in enumerate(logged) if epoch == 1)
+    after = logged[kill_at + 1 :]
+    assert after, f"nothing reported after the restart: {logged}"
+    assert all(epoch >= 1 for epoch, _ in after), f"restarted from scratch: {logged}"
+    for epoch, step in logged:
+        assert step == (epoch + 1) * steps_per_epoch, logged
+    assert logged[-1][0] == EPOCHS - 1
+    state = load_result_state(result)
+    assert state["epoch"] == EPOCHS - 1
+    assert state["step"] == EPOCHS * steps_per_epoch == int(result.metrics["step"])
+
+
+def _pairs(log: Path) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in (line.split() for line in log.read_text().splitlines())]
+
+
+def _latest_state(out_dir: Path) -> dict:
+    checkpoints = sorted((out_dir.parent / "checkpoints").glob("*/checkpoint_*/state.pt"))
+    return torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
+
+
+def test_one_worker_job_exports_parity_and_index(ray_local: None, tiny_home: ProjectHome) -> None:
+    job = RetrievalJobConfig(run_id="one-worker", model=_tiny_settings(2))
+    out_dir = train_retrieval(job, tiny_home)
+
+    manifest = read_manifest(out_dir, verify=True)
+    assert {"pins.faiss", "pin_ids.npy", "training_set.json", "training.json"} <= set(
+        manifest.files
+    )
+    model = RetrievalModel(manifest.config)
+    state = _latest_state(out_dir)
+    model.load_state_dict(state["model"])
+    model.eval()
+    assert state["epoch"] == 1
+    rows = batch_from_table(pq.read_table(tiny_home.training_sets / "retrieval.parquet"))
+    real = (rows.user_id, rows.user_dense, rows.query_pin_id, rows.query_content)
+    session = inference_session(out_dir / QUERY_TOWER_FILE, prefer_gpu=False)
+    for inputs in (real, example_query_inputs(manifest.config, 64)):
+        feeds = {n: t.numpy() for n, t in zip(QUERY_TOWER_INPUTS, inputs, strict=True)}
+        with torch.no_grad():
+            expected = model.query_tower(*inputs).numpy()
+        np.testing.assert_allclose(session.run(None, feeds)[0], expected, rtol=0, atol=1e-4)
+
+    corpus = read_pin_corpus(tiny_home.features)
+    with torch.no_grad():
+        torch_pins = model.pin_tower(*corpus.tower_inputs()).numpy()
+    np.testing.assert_allclose(
+        embed_corpus_onnx(out_dir / "pin_tower.onnx", corpus), torch_pins, atol=1e-4
+    )
+    index = load_pin_index(out_dir)
+    assert index.exact and len(index) == len(corpus)
+    ids, _ = index.search(torch_pins[:5], k=1)
+    assert ids[:, 0].tolist() == corpus.pin_id[:5].tolist(), "a pin's nearest pin is itself"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_job_server(address: str, head: subprocess.Popen, timeout_s: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start --head exited with {head.returncode}")
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (401 where Ray's token authentication is on)
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"the Ray job server at {address} did not answer in {timeout_s} s")
+
+
+def _submit(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the job agent is still starting (the job server can
+    answer a few seconds before its agent accepts jobs)."""
+    for _ in range(12):
+        submitted = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400
+        )
+        if "No available agent" not in submitted.stdout + submitted.stderr:
+            return submitted
+        time.sleep(5)
+    return submitted
+
+
+def _stop_head(head: subprocess.Popen) -> None:
+    """Stop the cluster this test started (never `ray stop`, which stops every Ray on the
+    machine): SIGTERM makes `ray start --block` shut its processes down; whatever is left of
+    its process group after a minute is killed."""
+    head.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_job(tiny_home: ProjectHome, tmp_path: Path) -> None:
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster: no token to hand around
+    port, dashboard = _free_port(), _free_port()
+    # Every port explicit: the defaults (agent 52365, ...) may be held by another Ray here.
+    agent_ports = ["--dashboard-agent-listen-port", str(_free_port()),
+                   "--dashboard-agent-grpc-port", str(_free_port()),
+                   "--runtime-env-agent-port", str(_free_port()),
+                   "--metrics-export-port", str(_free_port())]  # fmt: skip
+    # Ray's unix socket paths must stay under ~107 bytes: pytest's tmp_path is too deep.
+    ray_temp = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))
+    config = tmp_path / "retrieval.yaml"
+    config.write_text(yaml.safe_dump({"model": {"epochs": 1, "batch_size": BATCH}}))
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2",
+         "--port", str(port), "--dashboard-port", str(dashboard), "--include-dashboard", "true",
+         "--temp-dir", str(ray_temp), "--disable-usage-stats", *agent_ports],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for_job_server(address, head, timeout_s=90)
+        command = [
+            str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+            "--", "python", "-m", "training.job", "retrieval", "--config", str(config),
+            "--home", str(tiny_home.root), "--run-id", "submitted",
+        ]  # fmt: skip
+        submitted = _submit(command, env)
+    finally:
+        _stop_head(head)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "succeeded" in submitted.stdout
+    out_dir = tiny_home.artifacts / "submitted" / "retrieval"
+    assert read_manifest(out_dir).config.epochs == 1
+    assert load_pin_index(out_dir).exact
+    shutil.rmtree(tiny_home.artifacts / "submitted")
+
+
+def test_cluster_yaml_is_a_valid_launcher_config() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((REPO / "ray_cluster.yaml").read_text()))
+    validate_config(config)
+    head = config["available_node_types"][config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}
+    gpu = config["available_node_types"]["gpu_worker"]
+    assert gpu["resources"]["GPU"] >= 1 and gpu["min_workers"] == 0 < gpu["max_workers"]
+    assert any("make .venv/.installed" in c for c in config["setup_commands"])
+
+
+def test_default_config_file_is_the_built_in_default() -> None:
+    from training.retrieval.job_config import load_job_config
+
+    assert load_job_config(REPO / "configs" / "retrieval.yaml") == RetrievalJobConfig()
+    assert RayOptions().num_workers == 1

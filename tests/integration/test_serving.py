@@ -1,0 +1,326 @@
+"""The serving app as a client meets it: real Ray Serve, real HTTP on loopback, a real project
+(tiny world, Feast SQLite online store, ONNX models trained and exported by the training code).
+
+One Serve app for the module. Covers: k distinct items with probabilities in [0, 1] and
+utilities equal to the weighted sum; cold start; a weight reload reordering without restart;
+bad input -> 4xx naming the field (hand cases and a schemathesis fuzz over the OpenAPI schema);
+feedback -> realtime reward -> the next request's query selection; acknowledged feedback
+surviving a SIGKILL of the feedback replica, which Serve replaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+
+from feature_repo.store import open_store
+from pinfeed.home import ProjectHome
+from pinfeed.query_selection import SelectionConfig, UserClusters, select_queries
+from pinfeed.schema import ENGAGEMENTS
+from pinfeed.utility import HeadWeights, UtilityWeights
+from serving.config import ActorOptions, DeploymentSettings, ServingConfig
+from serving.online import read_rows
+from tests.redis_server import free_port
+from tests.serving_artifacts import RUN_ID, shared_serving_home, users_with_clusters
+
+pytestmark = pytest.mark.slow
+TOKEN = "test-admin-token"
+SELECTION = SelectionConfig(policy="reward", n_queries=3, floor=0.05, seed=0)
+
+
+def deployments() -> tuple[DeploymentSettings, ...]:
+    """Everything at 0 CPUs: the test Ray has 2, and the controller and proxy need room."""
+    zero = ActorOptions(num_cpus=0)
+    return tuple(
+        DeploymentSettings(name=name, ray_actor_options=zero, max_ongoing_requests=16)
+        for name in ("Ingress", "Recommender", "Ranker", "FeedbackSink")
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> ProjectHome:
+    return shared_serving_home(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serving-state")
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_local: None, home: ProjectHome, state_dir: Path) -> Iterator[str]:
+    from ray import serve
+
+    from serving.app import build_app, wait_healthy
+
+    os.environ["PINFEED_ADMIN_TOKEN"] = TOKEN
+    config = ServingConfig(
+        home=home.root, run_id=RUN_ID, state_dir=state_dir, selection=SELECTION, candidates=200
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(config, deployments()), name="pinfeed", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url)
+    yield url
+    serve.shutdown()
+    os.environ.pop("PINFEED_ADMIN_TOKEN", None)
+
+
+def call(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def recommend(base_url: str, request_id: int | None = None, **body: Any) -> dict[str, Any]:
+    headers = {"x-request-id": str(request_id)} if request_id is not None else {}
+    status, answer = call(f"{base_url}/recommend", body, headers)
+    assert status == 200, answer
+    return answer
+
+
+def active_weights(state_dir: Path) -> np.ndarray:
+    raw = json.loads((state_dir / "utility.json").read_text())
+    return np.array([raw["weights"][head] for head in ENGAGEMENTS])
+
+
+def test_recommend_returns_k_distinct_scored_items(
+    base_url: str, home: ProjectHome, state_dir: Path
+) -> None:
+    user = users_with_clusters(home)[0]
+    answer = recommend(base_url, user_id=user, k=25)
+    pins = [item["pin_id"] for item in answer["items"]]
+    assert len(pins) == 25 and len(set(pins)) == 25
+    assert not answer["degraded"] and not answer["cold_start"]
+    assert answer["model_version"].startswith(f"{RUN_ID}:")
+    weights = active_weights(state_dir)
+    utilities = []
+    for item in answer["items"]:
+        probs = np.array([item["probs"][head] for head in ENGAGEMENTS])
+        assert np.all((probs >= 0) & (probs <= 1))
+        assert item["utility"] == pytest.approx(float(probs @ weights), rel=1e-9, abs=1e-12)
+        assert item["source"]["cluster_id"] is not None
+        utilities.append(item["utility"])
+    assert utilities == sorted(utilities, reverse=True)
+
+
+def test_unknown_user_gets_cold_start_popular_pins(base_url: str) -> None:
+    answer = recommend(base_url, user_id=2**62, k=10)
+    assert answer["cold_start"] and not answer["degraded"]
+    assert len({item["pin_id"] for item in answer["items"]}) == 10
+    assert all(
+        item["source"] == {"cluster_id": None, "query_pin_id": None} for item in answer["items"]
+    )
+
+
+def test_context_pin_drives_retrieval(base_url: str) -> None:
+    answer = recommend(base_url, user_id=2**62, k=5, context_pin_id=7)
+    assert {item["source"]["query_pin_id"] for item in answer["items"]} == {7}
+    assert 7 not in {item["pin_id"] for item in answer["items"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"user_id": 1, "k": 0}, "k"),
+        ({"user_id": 1, "k": 201}, "k"),
+        ({"user_id": -1, "k": 5}, "user_id"),
+        ({"k": 5}, "user_id"),
+        ({"user_id": 1, "k": 5, "colour": "red"}, "colour"),
+        ({"user_id": 2**64, "k": 5}, "user_id"),
+    ],
+)
+def test_bad_recommend_input_is_422_naming_the_field(
+    base_url: str, body: dict[str, Any], field: str
+) -> None:
+    status, answer = call(f"{base_url}/recommend", body)
+    assert status == 422
+    assert any(field in map(str, problem["loc"]) for problem in answer["detail"])
+
+
+def test_reload_weights_reorders_without_restart(base_url: str, home: ProjectHome) -> None:
+    user = users_with_clusters(home)[1]
+    before = recommend(base_url, request_id=4242, user_id=user, k=30)
+    status, refused = call(f"{base_url}/admin/reload", {"run_id": RUN_ID})
+    assert status == 401 and refused["detail"][0]["loc"] == ["header", "x-admin-token"]
+    closeup_only = UtilityWeights(
+        version="closeup-only", weights=HeadWeights(closeup=1, save=0, click=0, long_click=0)
+    )
+    status, reloaded = call(
+        f"{base_url}/admin/reload",
+        {"utility": closeup_only.model_dump()},
+        {"x-admin-token": TOKEN},
+    )
+    assert status == 200 and reloaded["model_version"].endswith("+closeup-only")
+    after = recommend(base_url, request_id=4242, user_id=user, k=30)
+    closeups = [item["probs"]["closeup"] for item in after["items"]]
+    assert closeups == sorted(closeups, reverse=True)
+    assert [i["utility"] for i in after["items"]] == pytest.approx(closeups)
+    assert [i["pin_id"] for i in after["items"]] != [i["pin_id"] for i in before["items"]]
+    call(
+        f"{base_url}/admin/reload",
+        {
+            "utility": {
+                "version": "hand-v1",
+                "weights": {"closeup": 0.1, "save": 0.2, "click": 0.3, "long_click": 0.4},
+            }
+        },
+        {"x-admin-token": TOKEN},
+    )
+
+
+def _expected_clusters(home: ProjectHome, user: int, request_id: int) -> set[int]:
+    """The selection serving must make for (user, request_id), from the online store now."""
+    store = open_store(home)
+    row = read_rows(
+        store,
+        [
+            "user_clusters:cluster_ids",
+            "user_clusters:medoid_pin_ids",
+            "user_clusters:cluster_importance",
+        ],
+        "user_id",
+        [user],
+    )
+    ids = np.asarray(row["user_clusters__cluster_ids"][0], dtype=np.int64)
+    rewards = read_rows(
+        store,
+        ["cluster_reward:reward", "cluster_reward:reward_has_data"],
+        "cluster_id",
+        ids.tolist(),
+    )
+    reward = np.array(
+        [
+            r if r is not None and d else np.nan
+            for r, d in zip(
+                rewards["cluster_reward__reward"],
+                rewards["cluster_reward__reward_has_data"],
+                strict=True,
+            )
+        ],
+        dtype=np.float64,
+    )
+    clusters = UserClusters(
+        ids,
+        np.asarray(row["user_clusters__medoid_pin_ids"][0]),
+        np.asarray(row["user_clusters__cluster_importance"][0]),
+    )
+    return set(select_queries(request_id, clusters, reward, SELECTION).cluster_ids.tolist())
+
+
+def test_feedback_reward_changes_next_selection(base_url: str, home: ProjectHome) -> None:
+    user = users_with_clusters(home, minimum=3)[0]
+    first = recommend(base_url, request_id=11, user_id=user, k=200)
+    assert {i["source"]["cluster_id"] for i in first["items"]} <= _expected_clusters(
+        home, user, 11
+    ) | {None}
+    favourite = first["items"][-1]["source"]["cluster_id"]
+    events = [
+        {"request_id": 11, "pin_id": item["pin_id"], "kind": kind}
+        for item in first["items"]
+        for kind in (
+            ("impression", "long_click")
+            if item["source"]["cluster_id"] == favourite
+            else ("impression",)
+        )
+    ]
+    left_out = [r for r in range(100, 200) if favourite not in _expected_clusters(home, user, r)]
+    assert left_out, "every request id drew the favourite cluster even before the push"
+    status, accepted = call(f"{base_url}/feedback", {"events": events})
+    assert status == 202 and accepted["accepted"] == len(events) and accepted["applied"]
+    hits = 0
+    for rid in left_out[:5]:
+        expected = _expected_clusters(home, user, rid) | {None}  # None: popular back-fill
+        answer = recommend(base_url, request_id=rid, user_id=user, k=200)
+        served = {item["source"]["cluster_id"] for item in answer["items"]}
+        assert served <= expected
+        hits += favourite in served
+    assert hits >= 3
+
+
+def test_feedback_survives_sigkill_of_its_replica(base_url: str, home: ProjectHome) -> None:
+    from ray import serve
+
+    user = users_with_clusters(home)[2]
+    answer = recommend(base_url, user_id=user, k=5)
+    ids: list[str] = []
+    for item in answer["items"]:
+        status, accepted = call(
+            f"{base_url}/feedback",
+            {"request_id": answer["request_id"], "pin_id": item["pin_id"], "kind": "impression"},
+        )
+        assert status == 202
+        ids += accepted["event_ids"]
+    sink = serve.get_deployment_handle("FeedbackSink", app_name="pinfeed")
+    pid = sink.pid.remote().result()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if sink.pid.remote().result(timeout_s=10) != pid:
+                break
+        except Exception:  # the dead replica's calls fail until Serve replaces it
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+    recorded = {record.event_id for record in sink.recorded.remote().result()}
+    assert set(ids) <= recorded
+    assert recommend(base_url, user_id=user, k=5)["items"]
+
+
+@pytest.mark.parametrize("path", ["/recommend", "/feedback", "/admin/reload"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_fuzzed_requests_never_5xx(base_url: str, path: str, mode: GenerationMode) -> None:
+    """schemathesis cases from the served OpenAPI schema: valid and invalid bodies, headers."""
+    operation = schemathesis.openapi.from_url(f"{base_url}/openapi.json")[path]["POST"]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(case: Any) -> None:
+        response = case.call(base_url=base_url, timeout=60)
+        assert response.status_code < 500, response.text
+        if 400 <= response.status_code < 500:
+            detail = response.json()["detail"]
+            assert detail and all(problem.get("loc") for problem in detail), response.text
+
+    check()
+
+
+def test_openapi_docs_served(base_url: str) -> None:
+    with urllib.request.urlopen(f"{base_url}/docs", timeout=10) as answer:
+        assert answer.status == 200
+    with urllib.request.urlopen(f"{base_url}/openapi.json", timeout=10) as answer:
+        paths = json.loads(answer.read())["paths"]
+    assert {"/recommend", "/feedback", "/admin/reload", "/healthz"} <= set(paths)
+
+
+def test_serving_never_imports_torch() -> None:
+    """Static: no module under serving/ imports torch (Feast itself may, where installed)."""
+    import ast
+
+    for path in Path("serving").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] == "torch"], path

@@ -1,0 +1,138 @@
+"""Serving on the Redis online store, with Redis taken away mid-test: answers turn degraded
+(popular pins from the cached pin features, HTTP 200, never a 500), feedback that cannot be
+recorded is refused rather than acknowledged, and answers recover once Redis is back and
+re-materialised. Feedback goes to the Redis stream while Redis is configured.
+
+The Redis server is a `tests.redis_server.RedisProcess` owned by this module (the `own_redis`
+fixture's class, at module scope so the one Serve app of the module can use it throughout).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feature_repo.store import materialize, open_store
+from pinfeed.events import read_event_set
+from pinfeed.home import ProjectHome
+from serving.config import ActorOptions, DeploymentSettings, ServingConfig
+from serving.feedback_log import RedisFeedbackLog
+from tests.redis_server import RedisProcess, free_port
+from tests.serving_artifacts import RUN_ID, shared_serving_home, users_with_clusters
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+def load_redis(home: ProjectHome, url: str) -> None:
+    """Materialise every view into the Redis online store."""
+    end = read_event_set(home.events).meta.end + timedelta(days=1)
+    materialize(open_store(home, redis_url=url), end=end, start=datetime(1970, 1, 2, tzinfo=UTC))
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("serving-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess) -> ProjectHome:
+    home = shared_serving_home(tmp_path_factory.getbasetemp())
+    load_redis(home, redis_server.endpoint.url)
+    return home
+
+
+@pytest.fixture(scope="module")
+def base_url(
+    ray_local: None,
+    home: ProjectHome,
+    redis_server: RedisProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    from ray import serve
+
+    from serving.app import build_app, wait_healthy
+
+    config = ServingConfig(
+        home=home.root,
+        run_id=RUN_ID,
+        redis_url=redis_server.endpoint.url,
+        state_dir=tmp_path_factory.mktemp("serving-faults-state"),
+        candidates=200,
+    )
+    zero = ActorOptions(num_cpus=0)
+    settings = tuple(
+        DeploymentSettings(name=name, ray_actor_options=zero)
+        for name in ("Ingress", "Recommender", "Ranker", "FeedbackSink")
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(config, settings), name="pinfeed", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url)
+    yield url
+    serve.shutdown()
+
+
+def call(url: str, body: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_feedback_goes_to_the_redis_stream(
+    base_url: str, home: ProjectHome, redis_server: RedisProcess
+) -> None:
+    user = users_with_clusters(home)[0]
+    status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+    assert status == 200 and not answer["degraded"] and not answer["cold_start"]
+    events = [
+        {"request_id": answer["request_id"], "pin_id": item["pin_id"], "kind": "impression"}
+        for item in answer["items"]
+    ]
+    status, accepted = call(f"{base_url}/feedback", {"events": events})
+    assert status == 202
+    recorded = {r.event_id for r in RedisFeedbackLog(redis_server.endpoint.url).read_all()}
+    assert set(accepted["event_ids"]) <= recorded
+
+
+def test_redis_down_degrades_then_recovers(
+    base_url: str, home: ProjectHome, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    user = users_with_clusters(home)[1]
+    redis_server.stop()
+    try:
+        for k in (5, 50):
+            status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": k})
+            assert status == 200, answer
+            assert answer["degraded"] and len({i["pin_id"] for i in answer["items"]}) == k
+            assert all(0 <= i["probs"]["click"] <= 1 for i in answer["items"])
+        status, refused = call(
+            f"{base_url}/feedback", {"request_id": 1, "pin_id": 1, "kind": "click"}
+        )
+        assert 400 <= status < 600 and status != 500 and refused["detail"][0]["loc"]
+    finally:
+        redis_server.start()
+    load_redis(home, redis_server.endpoint.url)
+    deadline = time.monotonic() + 30
+    while True:
+        status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+        if status == 200 and not answer["degraded"] and not answer["cold_start"]:
+            break
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)

@@ -1,0 +1,137 @@
+"""The utility-weight search on a small synthetic validation slice: every arm respects S1 and
+S2 whichever weight is derived, the constraint bookkeeping matches hand computation, and at
+equal budget the optimiser's best is feasible and at least the hand-picked weights' value."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from sklearn.metrics import average_precision_score
+
+from evaluation.utility_search import (
+    ConstraintFactors,
+    SearchResult,
+    Trial,
+    UtilitySearchConfig,
+    ValidationSlice,
+    WeightRanges,
+    evaluate,
+    random_search,
+    sample_weights,
+    search_report,
+    thresholds,
+)
+from pinfeed.schema import ENGAGEMENTS
+from pinfeed.utility import HeadWeights
+
+RANGES = WeightRanges(closeup=(0.0, 0.4), save=(0.05, 0.5), click=(0.1, 0.6), long_click=(0.1, 0.8))
+FAST = UtilitySearchConfig(
+    trials=6, initialization_trials=3, seed=1, ranges=RANGES, bias_check_derived=("closeup",)
+)
+
+
+def synthetic_slice(n: int = 3_000, seed: int = 0) -> ValidationSlice:
+    """Heads that share one signal and each carry their own; long_click is best ranked by a
+    mix that leans on its own head, so the hand-picked weights leave room to improve."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=n)
+    own = rng.normal(size=(n, 4))
+    logits = np.array([-2.5, -4.0, -3.0, -4.5]) + 1.2 * shared[:, None] + 1.0 * own
+    p = 1.0 / (1.0 + np.exp(-logits))
+    labels = (rng.random((n, 4)) < p).astype(np.float32)
+    noisy = 1.0 / (1.0 + np.exp(-(logits + 0.5 * rng.normal(size=(n, 4)))))
+    return ValidationSlice(labels, noisy)
+
+
+@pytest.fixture(scope="module")
+def data() -> ValidationSlice:
+    return synthetic_slice()
+
+
+def _in_space(weights: dict[str, float], ranges: WeightRanges) -> bool:
+    vector = np.array([weights[h] for h in ENGAGEMENTS])
+    lows, highs = ranges.bounds()
+    return (
+        abs(vector.sum() - 1.0) < 1e-6
+        and bool(np.all(vector >= lows - 1e-6))
+        and bool(np.all(vector <= highs + 1e-6))
+    )
+
+
+@pytest.mark.parametrize("derived", ENGAGEMENTS)
+def test_sampled_weights_sum_to_one_inside_the_ranges(derived: str) -> None:
+    rng = np.random.default_rng(0)
+    config = FAST.model_copy(update={"derived": derived})
+    draws = np.array([sample_weights(config, rng) for _ in range(300)])
+    for row in draws:
+        assert _in_space(dict(zip(ENGAGEMENTS, row, strict=True)), RANGES)
+    lows, highs = RANGES.bounds()
+    assert np.all(draws.max(axis=0) - draws.min(axis=0) > 0.2 * (highs - lows))
+
+
+def test_thresholds_and_feasibility_match_hand_computation(data: ValidationSlice) -> None:
+    config = FAST.model_copy(
+        update={"constraint_factors": ConstraintFactors(closeup=1.0, save=0.5, click=0.8)}
+    )
+    hand = config.hand_picked.vector()
+    utility = data.p_calibrated @ hand
+    expected = {
+        head: factor * average_precision_score(data.labels[:, ENGAGEMENTS.index(head)], utility)
+        for head, factor in (("closeup", 1.0), ("save", 0.5), ("click", 0.8))
+    }
+    limits = thresholds(data, config)
+    assert limits == pytest.approx(expected, rel=1e-12)
+    assert evaluate(data, 0, hand, limits).feasible  # the baseline meets c_t <= 1
+    only_long_click = np.array([0.0, 0.0, 0.0, 1.0])
+    trial = evaluate(data, 1, only_long_click, limits)
+    violated = {h for h, limit in limits.items() if trial.pr_auc[h] < limit}
+    assert trial.feasible == (not violated)
+    assert evaluate(data, 2, hand, {"save": 1.1}).feasible is False  # PR-AUC <= 1 < 1.1
+
+
+def test_best_and_trace_keep_to_feasible_trials() -> None:
+    def trial(index: int, objective: float, feasible: bool) -> Trial:
+        return Trial(index, {}, {"long_click": objective}, feasible)
+
+    result = SearchResult("t", [trial(0, 0.2, True), trial(1, 0.9, False), trial(2, 0.3, True)])
+    assert result.best().index == 2
+    assert result.trace() == [0.2, 0.2, 0.3]
+
+
+def test_search_respects_s1_s2_and_beats_or_keeps_hand_picked(data: ValidationSlice) -> None:
+    report, results = search_report(data, FAST)
+    hand = report["hand_picked"]
+    assert hand["weights"] == pytest.approx(FAST.hand_picked.model_dump())
+    assert hand["constraints_met"] is True
+    for result in results.values():
+        assert len(result.trials) == FAST.trials  # equal budget, the hand-picked arm included
+        for trial in result.trials:
+            assert _in_space(trial.weights, RANGES), (result.method, trial)
+        trace = result.trace()
+        assert all(b >= a for a, b in itertools.pairwise(trace))
+    for name in ("best", "random_search"):
+        arm = report[name]
+        assert arm["constraints_met"] is True
+        assert arm["long_click_pr_auc"] >= hand["long_click_pr_auc"]
+        for head, limit in report["thresholds"].items():
+            assert arm["pr_auc"][head] >= limit - 1e-12
+    assert set(report["derived_weight_check"]) == {"long_click", "closeup"}
+    assert len(report["traces"]) == 3
+
+
+def test_random_search_is_reproducible(data: ValidationSlice) -> None:
+    limits = thresholds(data, FAST)
+    first, second = (random_search(data, FAST, limits) for _ in range(2))
+    assert [t.weights for t in first.trials] == [t.weights for t in second.trials]
+
+
+def test_configs_refuse_impossible_spaces() -> None:
+    with pytest.raises(ValidationError, match="sum to 1"):
+        WeightRanges(closeup=(0.5, 1.0), save=(0.5, 1.0), click=(0.1, 1.0), long_click=(0.0, 1))
+    with pytest.raises(ValidationError, match="hand_picked"):
+        UtilitySearchConfig(
+            hand_picked=HeadWeights(closeup=0.7, save=0.1, click=0.1, long_click=0.1)
+        )
