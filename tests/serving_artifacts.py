@@ -85,7 +85,9 @@ def build_serving_home(
     `keep_torch` also pickles both torch models under artifacts/<RUN_ID>/torch/ (the load
     benchmark's torch-eager baseline)."""
     home = make_home(root)
-    run_pipeline(home, seed=seed, generator_overrides=world or TINY_WORLD)
+    run_pipeline(
+        home, seed=seed, generator_overrides=world or TINY_WORLD, stop_after="training sets"
+    )
     run_dir = home.artifacts / RUN_ID
     retrieval = build_retrieval(home, run_dir / "retrieval")
     ranker = build_ranking(home, run_dir / "ranking")

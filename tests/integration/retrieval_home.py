@@ -19,5 +19,11 @@ TINY_WORLD = {"users": 300, "pins": 600, "topics": 20, "days": 6}
 def build_tiny_home(root: Path) -> ProjectHome:
     """Events, features, Feast registry and training sets of the tiny world under `root`."""
     home = make_home(root)
-    run_pipeline(home, seed=3, console=Console(file=io.StringIO()), generator_overrides=TINY_WORLD)
+    run_pipeline(
+        home,
+        seed=3,
+        console=Console(file=io.StringIO()),
+        generator_overrides=TINY_WORLD,
+        stop_after="training sets",
+    )
     return home

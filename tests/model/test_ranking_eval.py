@@ -35,7 +35,13 @@ TINY_WORLD = {"users": 300, "pins": 1200, "topics": 20, "days": 7}
 @pytest.fixture(scope="module")
 def trained(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectHome, Path]:
     home = make_home(tmp_path_factory.mktemp("ranking-eval") / "home")
-    run_pipeline(home, seed=4, console=Console(file=io.StringIO()), generator_overrides=TINY_WORLD)
+    run_pipeline(
+        home,
+        seed=4,
+        console=Console(file=io.StringIO()),
+        generator_overrides=TINY_WORLD,
+        stop_after="training sets",
+    )
     job = RankingJobConfig(
         run_id="tiny",
         model=RankerOptions(hidden_dims=(64, 32), head_dim=16),

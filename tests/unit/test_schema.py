@@ -212,7 +212,11 @@ def test_empty_partitioned_table_round_trips(tmp_path):
     """An implicit-feedback log has no conversions; its event set must still read back."""
     events = _event_set()
     no_conversions = EventSet(
-        events.impressions, SCHEMAS["conversions"].empty_table(), events.users, events.pins, events.meta
+        events.impressions,
+        SCHEMAS["conversions"].empty_table(),
+        events.users,
+        events.pins,
+        events.meta,
     )
     back = read_event_set(write_event_set(no_conversions, tmp_path / "events"))
     assert back.conversions.num_rows == 0
