@@ -256,16 +256,6 @@ def evaluate_ranking(
 
 def load_eval_config(path: Path) -> RankingEvalConfig:
     """The `evaluation:` section of a ranking YAML (configs/ranking.yaml)."""
-    from pydantic import ValidationError as PydanticValidationError
+    from training.ranking.job import load_config_section
 
-    from pinfeed.errors import ConfigError
-    from training.ranking.job import read_config_section
-
-    try:
-        return RankingEvalConfig.model_validate(read_config_section(path, "evaluation"))
-    except PydanticValidationError as error:
-        problems = "; ".join(
-            f"evaluation.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
-            for item in error.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from error
+    return load_config_section(path, "evaluation", RankingEvalConfig)

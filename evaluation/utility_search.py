@@ -322,18 +322,9 @@ def save_trace_figure(path: Path, results: dict[str, SearchResult]) -> Path:
 
 def load_search_config(path: Path) -> UtilitySearchConfig:
     """The `utility:` section of a ranking YAML (configs/ranking.yaml)."""
-    from pydantic import ValidationError as PydanticValidationError
+    from training.ranking.job import load_config_section
 
-    from training.ranking.job import read_config_section
-
-    try:
-        return UtilitySearchConfig.model_validate(read_config_section(path, "utility"))
-    except PydanticValidationError as error:
-        problems = "; ".join(
-            f"utility.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
-            for item in error.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from error
+    return load_config_section(path, "utility", UtilitySearchConfig)
 
 
 def optimize_utility(

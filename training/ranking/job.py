@@ -23,6 +23,7 @@ import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -134,6 +135,9 @@ class RankingRun(_Frozen):
     models: dict[str, ModelRun]
 
 
+SectionModel = TypeVar("SectionModel", bound=BaseModel)
+
+
 def read_config_section(path: Path, section: str) -> dict:
     """One section of a ranking YAML (missing section: {}); unknown top-level keys are refused."""
     if not path.is_file():
@@ -145,16 +149,22 @@ def read_config_section(path: Path, section: str) -> dict:
     return raw.get(section) or {}
 
 
-def load_job_config(path: Path) -> RankingJobConfig:
-    """The `training:` section of `path`, validated; errors name the field."""
+def load_config_section(path: Path, section: str, model: type[SectionModel]) -> SectionModel:
+    """One section of a ranking YAML validated as `model`; errors name the field
+    (`training.epochs: Input should be greater than 0`)."""
     try:
-        return RankingJobConfig.model_validate(read_config_section(path, "training"))
+        return model.model_validate(read_config_section(path, section))
     except PydanticValidationError as error:
         problems = "; ".join(
-            f"training.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+            f"{section}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
             for item in error.errors()
         )
         raise ConfigError(f"{path}: {problems}") from error
+
+
+def load_job_config(path: Path) -> RankingJobConfig:
+    """The `training:` section of `path`, validated; errors name the field."""
+    return load_config_section(path, "training", RankingJobConfig)
 
 
 def time_split(period_end: datetime, split: SplitConfig) -> RankingSplit:
