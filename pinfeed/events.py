@@ -18,6 +18,16 @@ from pinfeed.errors import DataNotFoundError, SchemaError
 from pinfeed.schema import SCHEMAS
 
 PARTITIONED = ("impressions", "conversions")
+CANONICAL_ORDER = {
+    "impressions": [
+        ("event_ts", "ascending"),
+        ("request_id", "ascending"),
+        ("position", "ascending"),
+    ],
+    "conversions": [("event_ts", "ascending"), ("user_id", "ascending"), ("pin_id", "ascending")],
+}
+"""Row order of read-back event tables: a dataset scan yields fragments in no promised order,
+and seeded steps downstream (negative downsampling) must see the same rows in the same order."""
 
 
 class EventSetMeta(BaseModel):
@@ -113,7 +123,8 @@ def read_event_set(path: Path) -> EventSet:
     tables = {}
     for name in PARTITIONED:
         dataset = ds.dataset(path / name, format="parquet", partitioning="hive")
-        tables[name] = conform(dataset.to_table(columns=SCHEMAS[name].names), name)
+        table = conform(dataset.to_table(columns=SCHEMAS[name].names), name)
+        tables[name] = table.sort_by(CANONICAL_ORDER[name])
     for name in ("users", "pins"):
         tables[name] = conform(pq.read_table(path / f"{name}.parquet"), name)
     return EventSet(meta=meta, **tables)

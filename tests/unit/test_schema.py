@@ -221,3 +221,19 @@ def test_empty_partitioned_table_round_trips(tmp_path):
     back = read_event_set(write_event_set(no_conversions, tmp_path / "events"))
     assert back.conversions.num_rows == 0
     assert back.conversions.schema == SCHEMAS["conversions"]
+
+
+def test_event_tables_read_back_in_canonical_order(tmp_path):
+    """Seeded steps downstream (negative downsampling) need the same rows in the same order,
+    whatever order the dataset scan yields its files in."""
+    shuffled = _impressions().take([2, 1, 0])
+    back = read_event_set(write_event_set(_event_set(shuffled), tmp_path / "events"))
+    keys = list(
+        zip(
+            back.impressions.column("event_ts").to_pylist(),
+            back.impressions.column("request_id").to_pylist(),
+            back.impressions.column("position").to_pylist(),
+            strict=True,
+        )
+    )
+    assert keys == sorted(keys)
