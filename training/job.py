@@ -15,6 +15,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pinfeed.errors import PinfeedError
@@ -26,23 +27,38 @@ JOBS = {
 }
 
 
-def retrieval_main(argv: Sequence[str] | None = None) -> Path:
-    """`python -m training.job retrieval --config FILE [--home DIR] [--run-id ID]`."""
-    from training.retrieval.job import train_retrieval
-    from training.retrieval.job_config import load_job_config
+@dataclass(frozen=True)
+class JobArgs:
+    """The options every training job takes."""
 
-    parser = argparse.ArgumentParser(prog="training.job retrieval", description=__doc__)
-    parser.add_argument("--config", type=Path, default=Path("configs/retrieval.yaml"))
+    config: Path
+    home: ProjectHome
+    run_id: str | None
+
+
+def parse_job_args(job: str, description: str, argv: Sequence[str] | None) -> JobArgs:
+    """`--config FILE [--home DIR] [--run-id ID]` for `python -m training.job <job>`."""
+    parser = argparse.ArgumentParser(prog=f"training.job {job}", description=description)
+    parser.add_argument("--config", type=Path, default=Path("configs") / f"{job}.yaml")
     parser.add_argument(
         "--home", type=Path, default=None, help="Project home (default: $PINFEED_HOME or .)"
     )
     parser.add_argument("--run-id", default=None, help="Artifacts folder name (default: UTC time)")
     args = parser.parse_args(argv)
+    home = ProjectHome(args.home.resolve()) if args.home else ProjectHome.from_env()
+    return JobArgs(config=args.config, home=home, run_id=args.run_id)
+
+
+def retrieval_main(argv: Sequence[str] | None = None) -> Path:
+    """`python -m training.job retrieval --config FILE [--home DIR] [--run-id ID]`."""
+    from training.retrieval.job import train_retrieval
+    from training.retrieval.job_config import load_job_config
+
+    args = parse_job_args("retrieval", "Train the two-tower retrieval model; export + index.", argv)
     config = load_job_config(args.config)
     if args.run_id:
         config = config.model_copy(update={"run_id": args.run_id})
-    home = ProjectHome(args.home.resolve()) if args.home else ProjectHome.from_env()
-    return train_retrieval(config, home)
+    return train_retrieval(config, args.home)
 
 
 def _entry(job: str) -> Callable[[Sequence[str]], Path]:

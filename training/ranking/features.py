@@ -23,21 +23,9 @@ from numpy.typing import NDArray
 
 from pinfeed.errors import SchemaError
 from pinfeed.schema import ENGAGEMENTS
+from training.feature_names import USER_DENSE_FEATURES
 
-USER_FEATURES = (
-    "user_impressions_7d",
-    "user_impressions_30d",
-    "user_closeup_rate_30d",
-    "user_save_rate_30d",
-    "user_click_rate_30d",
-    "user_long_click_rate_30d",
-    "user_conversions_30d",
-    "user_clicks_30d",
-    "user_dwell_mean_s",
-    "user_dwell_median_s",
-    "user_short_click_share",
-    "user_long_click_share",
-)
+USER_FEATURES = USER_DENSE_FEATURES
 PIN_FEATURES = (
     "pin_impressions_30d",
     "pin_closeup_rate_30d",

@@ -19,7 +19,6 @@ Entry points: `pinfeed train ranking --config FILE` and `python -m training.job 
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -346,18 +345,12 @@ def _parity_gap(model: torch.nn.Module, out: Path, rows: dict[str, np.ndarray]) 
 def main(argv: Sequence[str] | None = None) -> Path:
     """`python -m training.job ranking --config FILE [--home DIR] [--run-id ID]`; returns the
     run folder (the dispatcher prints it)."""
-    parser = argparse.ArgumentParser(
-        prog="training.job ranking",
-        description="Train the multi-task ranker and its baseline on Ray Train; export.",
+    from training.job import parse_job_args
+
+    args = parse_job_args(
+        "ranking", "Train the multi-task ranker and its baseline on Ray Train; export.", argv
     )
-    parser.add_argument("--config", type=Path, default=Path("configs/ranking.yaml"))
-    parser.add_argument(
-        "--home", type=Path, default=None, help="Project home (default: $PINFEED_HOME or .)"
-    )
-    parser.add_argument("--run-id", default=None, help="Artifacts folder name (default: UTC time)")
-    args = parser.parse_args(argv)
     config = load_job_config(args.config)
     if args.run_id:
         config = config.model_copy(update={"run_id": args.run_id})
-    home = ProjectHome(args.home.resolve()) if args.home else ProjectHome.from_env()
-    return train_ranking(config, home)
+    return train_ranking(config, args.home)

@@ -17,21 +17,8 @@ import pyarrow as pa
 import torch
 
 from pinfeed.errors import SchemaError
+from training.feature_names import USER_DENSE_FEATURES
 
-USER_DENSE_FEATURES: tuple[str, ...] = (
-    "user_impressions_7d",
-    "user_impressions_30d",
-    "user_closeup_rate_30d",
-    "user_save_rate_30d",
-    "user_click_rate_30d",
-    "user_long_click_rate_30d",
-    "user_conversions_30d",
-    "user_clicks_30d",
-    "user_dwell_mean_s",
-    "user_dwell_median_s",
-    "user_short_click_share",
-    "user_long_click_share",
-)
 PIN_DENSE_FEATURES: tuple[str, ...] = (
     "pin_impressions_30d",
     "pin_closeup_rate_30d",
