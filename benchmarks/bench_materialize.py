@@ -17,7 +17,8 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
-from benchmarks.feast_setup import END, make_home, redis_endpoint, timed, write_tables
+from benchmarks.feast_setup import END, make_home, timed, write_tables
+from benchmarks.redis import bench_redis
 from feature_repo import store as feature_store
 
 VIEWS = ("pin_features", "pin_content")
@@ -27,8 +28,8 @@ def run(pins: int) -> str:
     lines = ["| online store | view | rows | seconds | rows/s |", "|---|---|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        with redis_endpoint(root) as endpoint:
-            for backend, url in (("sqlite", None), ("redis", endpoint.url)):
+        with bench_redis() as redis_url:
+            for backend, url in (("sqlite", None), ("redis", redis_url)):
                 home = make_home(root / backend)
                 write_tables(home, users=1000, pins=pins, days=1)
                 store = feature_store.open_store(home, redis_url=url)

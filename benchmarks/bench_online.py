@@ -27,15 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from benchmarks.feast_setup import END, make_home, percentile_ms, redis_endpoint, write_tables
+from benchmarks.feast_setup import END, make_home, percentile_ms, write_tables
+from benchmarks.redis import bench_redis
 from feature_repo import store as feature_store
-from tests.redis_server import RedisEndpoint
 
 USERS, PINS = 1000, 20_000
 SERVICE = "ranking_v1"
@@ -61,8 +62,8 @@ class RawRedisReader:
     """The floor: the HMGETs Feast's layout needs, nothing else. One hash per entity key, one
     field per `view:feature` (murmur3) plus `_ts:<view>`; values are feast Value protos."""
 
-    def __init__(self, store: FeatureStore, endpoint: RedisEndpoint):
-        self.client = endpoint.client()
+    def __init__(self, store: FeatureStore, url: str):
+        self.client = redis.Redis.from_url(url)
         self.keys: dict[tuple[str, int], bytes] = {}
         self.project = store.project.encode()
         service = store.get_feature_service(SERVICE)
@@ -158,9 +159,9 @@ def run(count: int, candidates: int) -> str:
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        with redis_endpoint(root) as endpoint:
-            redis_store = open_materialised(root, "redis", endpoint.url)
-            raw = RawRedisReader(redis_store, endpoint)
+        with bench_redis() as url:
+            redis_store = open_materialised(root, "redis", url)
+            raw = RawRedisReader(redis_store, url)
             check = batch[0]
             feast_values = feature_store.online_features(redis_store, SERVICE, check)
             for name, values in raw.read(check).items():

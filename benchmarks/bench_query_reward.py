@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.feast_setup import END, make_home, percentile_ms, redis_endpoint, write_tables
+from benchmarks.feast_setup import END, make_home, percentile_ms, write_tables
+from benchmarks.redis import bench_redis
 from feature_repo import store as feature_store
 from feature_repo.pipeline.cluster_ids import assign_cluster_ids
 from feature_repo.pipeline.clusters import PinEmbeddings, cluster_engaged, engaged_pins
@@ -97,8 +98,8 @@ def bench_selection(requests: int) -> list[str]:
 def bench_push(pushes: int, workdir: Path) -> list[str]:
     home = make_home(workdir / "home")
     write_tables(home, users=1000, pins=2000, days=2)
-    with redis_endpoint(workdir) as endpoint:
-        store = feature_store.open_store(home, redis_url=endpoint.url)
+    with bench_redis() as redis_url:
+        store = feature_store.open_store(home, redis_url=redis_url)
         feature_store.apply_definitions(store)
         store.materialize(END - timedelta(days=1), END + timedelta(seconds=1),
                           ["user_clusters", "cluster_reward"])  # fmt: skip

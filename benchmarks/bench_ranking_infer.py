@@ -5,7 +5,7 @@ One request ranks `rows` candidates (500 by default). Two scenarios:
 - concurrent: `concurrency` threads each sending requests back to back (what a Serve replica
   with several requests in flight does).
 Per engine: ONNX Runtime with default session options, ONNX Runtime tuned
-(`training.ranking.export.inference_session`: full graph optimisation, sequential execution;
+(`pinfeed.artifacts.onnx.inference_session`: full graph optimisation, sequential execution;
 intra-op threads = all cores for single requests, 1 per request when requests run concurrently),
 and torch eager (`inference_mode`, the same thread count as the tuned session). Latency per call
 after warm-up; the weights are random (speed does not depend on them).
@@ -29,12 +29,15 @@ import onnxruntime as ort
 import torch
 import typer
 
+from pinfeed.artifacts.layout import RANKER_FILE
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.ranker import RankerInputs
 from training.ranking.config import RankerConfig
-from training.ranking.export import MODEL_FILE, export_ranker, inference_session
-from training.ranking.features import DENSE_FEATURES, RankerArrays
+from training.ranking.export import export_ranker
+from training.ranking.features import DENSE_FEATURES
 from training.ranking.model import MultiTaskRanker
 
-Infer = Callable[[RankerArrays], np.ndarray]
+Infer = Callable[[RankerInputs], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,10 @@ class Timing:
         )
 
 
-def _requests(count: int, rows: int, config: RankerConfig, seed: int) -> list[RankerArrays]:
+def _requests(count: int, rows: int, config: RankerConfig, seed: int) -> list[RankerInputs]:
     rng = np.random.default_rng(seed)
     return [
-        RankerArrays(
+        RankerInputs(
             dense=rng.gamma(1.0, 5.0, size=(rows, len(DENSE_FEATURES))).astype(np.float32),
             topic=rng.integers(0, config.num_topics, size=rows),
             pin_embedding=rng.normal(size=(rows, config.embedding_dim)).astype(np.float32),
@@ -73,7 +76,7 @@ def _requests(count: int, rows: int, config: RankerConfig, seed: int) -> list[Ra
 
 
 def _torch_infer(model: MultiTaskRanker) -> Infer:
-    def infer(arrays: RankerArrays) -> np.ndarray:
+    def infer(arrays: RankerInputs) -> np.ndarray:
         with torch.inference_mode():
             return model(*(torch.from_numpy(a) for a in arrays.as_tuple())).numpy()
 
@@ -84,14 +87,14 @@ def _ort_infer(session: ort.InferenceSession) -> Infer:
     return lambda arrays: session.run(None, arrays.feed())[0]
 
 
-def _timed(infer: Infer, request: RankerArrays) -> float:
+def _timed(infer: Infer, request: RankerInputs) -> float:
     start = time.perf_counter()
     infer(request)
     return (time.perf_counter() - start) * 1e3
 
 
 def measure(
-    infer: Infer, requests: list[RankerArrays], calls: int, concurrency: int, warmup: int
+    infer: Infer, requests: list[RankerInputs], calls: int, concurrency: int, warmup: int
 ) -> tuple[np.ndarray, float]:
     """Latencies [calls] in ms and the wall time of the measured calls."""
 
@@ -135,7 +138,7 @@ def main(
     default_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
         export_ranker(model, Path(folder), negative_sample_rate=0.1)
-        path = Path(folder) / MODEL_FILE
+        path = Path(folder) / RANKER_FILE
         default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for scenario, workers, intra in (
             ("1 x 500", 1, cores),
@@ -146,7 +149,7 @@ def main(
                 "torch eager": _torch_infer(model),
                 "ORT default options": _ort_infer(default),
                 f"ORT tuned ({intra} intra-op)": _ort_infer(
-                    inference_session(path, intra_op_threads=intra)
+                    inference_session(path, intra_op_threads=intra, prefer_gpu=False)
                 ),
             }
             label = scenario.replace("500", str(rows))

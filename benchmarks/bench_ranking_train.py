@@ -26,12 +26,13 @@ import pandas as pd
 import torch
 import typer
 
+from pinfeed.artifacts.ranker import RankerInputs
 from pinfeed.events import read_event_set
 from pinfeed.home import ProjectHome
 from pinfeed.utility import HeadWeights
-from training.ranking.config import LossConfig, RankerConfig, RankingTrainConfig
-from training.ranking.features import SOURCE_COLUMNS, TOPIC, RankerArrays
-from training.ranking.job import initial_state, load_job_config, time_split
+from training.ranking.config import LossConfig, RankerConfig, RankingTrainConfig, load_job_config
+from training.ranking.features import SOURCE_COLUMNS, TOPIC
+from training.ranking.job import initial_state
 from training.ranking.loss import build_loss
 from training.ranking.ray_loop import (
     TRAIN_DATASET,
@@ -41,6 +42,7 @@ from training.ranking.ray_loop import (
     ranking_dataset,
     train_loop_per_worker,
 )
+from training.ranking.record import time_split
 from training.ranking.steps import RankerBatch, train_step
 from training.ray_train import RayTrainSettings, ensure_ray, fit
 
@@ -55,7 +57,7 @@ def plain_loop(
     model.load_state_dict(initial_state("multi_task", train.model, rows["dense"], train.seed))
     loss = build_loss(LossConfig())
     optimizer = torch.optim.Adam(model.parameters(), lr=train.learning_rate)
-    arrays = RankerArrays(
+    arrays = RankerInputs(
         rows["dense"], rows["topic"], rows["pin_embedding"], rows["query_embedding"]
     )
     rng, n = np.random.default_rng(0), len(arrays)

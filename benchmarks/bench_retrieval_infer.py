@@ -21,12 +21,13 @@ import numpy as np
 import torch
 import typer
 
-from training.retrieval.config import IndexConfig, RetrievalConfig, TowerConfig
-from training.retrieval.export import QUERY_TOWER_FILE, example_query_inputs, export_retrieval
-from training.retrieval.features import QUERY_TOWER_INPUTS
-from training.retrieval.index import ExactPinIndex, HnswPinIndex
+from pinfeed.artifacts.index import ExactPinIndex, HnswPinIndex, IndexConfig
+from pinfeed.artifacts.layout import QUERY_TOWER_FILE
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.retrieval import QUERY_TOWER_INPUTS
+from training.retrieval.config import RetrievalConfig, TowerConfig
+from training.retrieval.export import example_query_inputs, export_retrieval
 from training.retrieval.model import RetrievalModel
-from training.retrieval.session import inference_session
 
 WARMUP = 50
 

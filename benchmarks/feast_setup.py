@@ -1,14 +1,10 @@
 """Shared setup for the Feast benchmarks: a throw-away project home filled with synthetic
-feature tables that follow `feature_repo/tables.py`, and a real Redis (the one on
-127.0.0.1:6379 with a database of our own, else a server we start and stop)."""
+feature tables that follow `feature_repo/tables.py` (Redis: `benchmarks.redis`)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,28 +12,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feature_repo.store import REDIS_YAML, SQLITE_YAML
+from feature_repo.homes import create_home
 from feature_repo.tables import TABLES
 from pinfeed.home import ProjectHome
-from tests.redis_server import RedisEndpoint, RedisProcess, answers
 
-REPO = Path(__file__).resolve().parents[1] / "feature_repo"
-BENCH_DB = 14
-"""Database used on a shared Redis (the tests use 13)."""
 END = datetime(2024, 6, 1, tzinfo=UTC)
 """The last snapshot's stamp; tables cover the days before it."""
 
 
 def make_home(root: Path) -> ProjectHome:
-    """A copy of feature_repo/ under `root` with a project name of its own."""
-    shutil.copytree(REPO, root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
-    project = f"bench_{uuid.uuid4().hex[:8]}"
-    for name in (SQLITE_YAML, REDIS_YAML):
-        path = root / "feature_repo" / name
-        path.write_text(path.read_text().replace("project: pinfeed\n", f"project: {project}\n"))
-    home = ProjectHome(root)
-    home.features.mkdir(parents=True)
-    return home
+    """A project home under `root` with a Feast project of its own."""
+    return create_home(root, project=f"bench_{uuid.uuid4().hex[:8]}")
 
 
 def _snapshot(key: str, ids: np.ndarray, days: int, schema: pa.Schema, rng) -> pa.Table:
@@ -103,22 +88,6 @@ def write_tables(home: ProjectHome, users: int, pins: int, days: int, dim: int =
         "reward_has_data": np.ones(users, dtype=bool),
     })  # fmt: skip
     pq.write_table(reward.cast(TABLES["cluster_reward"]), home.features / "cluster_reward.parquet")
-
-
-@contextmanager
-def redis_endpoint(workdir: Path) -> Iterator[RedisEndpoint]:
-    """127.0.0.1:6379 database 14 (flushed) when it answers, else a `save ""` server of ours."""
-    if answers("127.0.0.1", 6379):
-        endpoint = RedisEndpoint("127.0.0.1", 6379, BENCH_DB)
-        endpoint.client().flushdb()
-        yield endpoint
-        endpoint.client().flushdb()
-        return
-    server = RedisProcess(workdir / "redis")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:

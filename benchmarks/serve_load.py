@@ -14,8 +14,8 @@ the in-process floor. Not a test: run it by hand.
 The load runs in a separate process: C client threads, each with a keep-alive connection, send
 requests back to back for `--seconds` per level. Reported per level: p50 / p99 latency (ms),
 throughput (req/s), errors; and per variant the highest throughput reached with zero errors.
-`--root` is built on first use (a generated world of `--pins` pins with both models trained
-briefly and exported; `tests/serving_artifacts.py` does the training).
+`--root` is built on first use: a generated world of `--pins` pins through `pinfeed run`'s data
+steps, both models trained briefly and exported by `training.quick`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pinfeed.home import ProjectHome
 
 RUN_ID = "tiny-run"
 HEADERS = {"content-type": "application/json"}
@@ -105,18 +107,17 @@ def measure(
 
 def floor(home: Path, users: list[int], k: int, seconds: float) -> LevelResult:
     """The stages in-process, one request at a time."""
+    from pinfeed.artifacts.runs import load_run
     from serving.config import ServingConfig
-    from serving.online import connect
-    from serving.pipeline import Pipeline, RecommendQuery
-    from serving.ranker import RankerModel
-    from serving.state import ServingState
+    from serving.stages.active import run_weights
+    from serving.stages.online import connect
+    from serving.stages.pipeline import Pipeline, RecommendQuery
+    from serving.stages.ranker import RankerPool
 
     config = ServingConfig(home=home, run_id=RUN_ID)
-    ServingState(config.state).initialise(
-        RUN_ID, home / "artifacts" / RUN_ID / "ranking" / "utility.json"
-    )
-    pipeline = Pipeline(config, connect(config.project, None), RUN_ID)
-    ranker = RankerModel(pipeline.run, 1)
+    run = load_run(config.project.artifacts, RUN_ID)
+    pipeline = Pipeline(config, connect(config.project, None), run, run_weights(run.layout.utility))
+    ranker = RankerPool(config.project.artifacts, 1)
     rng = np.random.default_rng(0)
     latencies = []
     stop = time.perf_counter() + seconds
@@ -125,7 +126,7 @@ def floor(home: Path, users: list[int], k: int, seconds: float) -> LevelResult:
         request_id += 1
         start = time.perf_counter()
         prepared = pipeline.prepare(RecommendQuery(request_id, int(rng.choice(users)), k))
-        pipeline.finish(prepared, ranker.logits(prepared.inputs))
+        pipeline.finish(prepared, ranker.logits([prepared.inputs])[0])
         latencies.append(time.perf_counter() - start)
     ms = np.array(latencies) * 1000.0
     return LevelResult(
@@ -135,10 +136,10 @@ def floor(home: Path, users: list[int], k: int, seconds: float) -> LevelResult:
 
 def start_serve(home: Path, port: int) -> None:
     import ray
-    from ray import serve
 
-    from serving.app import build_app, wait_healthy
-    from serving.config import ActorOptions, DeploymentSettings, ServingConfig
+    from serving.client import wait_healthy
+    from serving.config import ActorOptions, DeploymentSettings, ServeFile, ServingConfig
+    from serving.deploy import deploy
 
     ray.init(include_dashboard=False, log_to_driver=False)
     config = ServingConfig(home=home, run_id=RUN_ID)
@@ -149,8 +150,7 @@ def start_serve(home: Path, port: int) -> None:
         DeploymentSettings(name="Ranker", max_ongoing_requests=16, ray_actor_options=light),
         DeploymentSettings(name="FeedbackSink", ray_actor_options=light),
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(config, settings), name="pinfeed", route_prefix="/")
+    deploy(ServeFile(args=config, deployments=settings), host="127.0.0.1", port=port, timeout_s=600)
     wait_healthy(f"http://127.0.0.1:{port}", timeout_s=600)
 
 
@@ -159,7 +159,7 @@ def start_fastapi(home: Path, port: int) -> subprocess.Popen:
         [sys.executable, "-m", "benchmarks.serve_load_baseline", str(home), RUN_ID, str(port)],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    from serving.app import wait_healthy
+    from serving.client import wait_healthy
 
     wait_healthy(f"http://127.0.0.1:{port}", timeout_s=600)
     return process
@@ -189,6 +189,23 @@ def table(results: list[LevelResult]) -> str:
     return "\n".join(lines)
 
 
+def build_home(root: Path, users: int, pins: int) -> ProjectHome:
+    """The bench home at `root`: events, features, online store, training sets (`pinfeed run`'s
+    data steps) and run RUN_ID with quickly trained models, built on first use."""
+    from feature_repo.homes import create_home
+    from pinfeed_cli.pipeline import run_pipeline
+    from training.quick import TORCH_DIR, quick_run
+
+    if (root / "artifacts" / RUN_ID / TORCH_DIR).is_dir():
+        return ProjectHome(root.resolve())
+    root.mkdir(parents=True, exist_ok=True)
+    home = create_home(root)
+    world = {"users": users, "pins": pins, "topics": 20, "days": 3}
+    run_pipeline(home, seed=5, generator_overrides=world, stop_after="training sets")
+    quick_run(home, RUN_ID, keep_torch=True)
+    return home
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -201,15 +218,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20, help="pins returned per request")
     parser.add_argument("--variants", default="floor,serve,fastapi", help="which to run")
     args = parser.parse_args()
-    from tests.serving_artifacts import build_serving_home, users_with_clusters
+    home = build_home(args.root, args.users, args.pins)
+    from feature_repo.pipeline.clusters import users_with_clusters
 
-    if not (args.root / "artifacts" / RUN_ID / "torch").is_dir():
-        args.root.mkdir(parents=True, exist_ok=True)
-        world = {"users": args.users, "pins": args.pins, "topics": 20, "days": 3}
-        build_serving_home(args.root, world=world, keep_torch=True)
-    from pinfeed.home import ProjectHome
-
-    users = users_with_clusters(ProjectHome(args.root), minimum=1)
+    users = users_with_clusters(home.features, minimum=1)
     levels = [int(level) for level in args.levels.split(",")]
     variants = args.variants.split(",")
     results: list[LevelResult] = []

@@ -16,23 +16,20 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from pinfeed.artifacts.index import MISSING_PIN, load_pin_index
+from pinfeed.artifacts.runs import load_run
 from pinfeed.calibration import calibrate_logits
+from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig
 from pinfeed.utility import load_utility_weights, utility
-from serving.artifacts import ServiceFeatures, check_against_services, load_run
-from serving.features import Features
-from serving.online import (
-    RANKING_SERVICE,
-    RETRIEVAL_SERVICE,
-    connect,
-    service_full_names,
-    service_refs,
-)
-from serving.pin_cache import load_pin_cache
-from serving.pipeline import POPULARITY
-from serving.ranker import build_ranker_inputs
-from serving.selector import QuerySelector
-from training.retrieval.index import MISSING_PIN, load_pin_index
+from serving.stages.contract import check_against_services
+from serving.stages.features import Features
+from serving.stages.online import connect, service_refs
+from serving.stages.pin_cache import load_pin_cache
+from serving.stages.pipeline import POPULARITY
+from serving.stages.ranker import build_ranker_inputs
+from serving.stages.selector import QuerySelector
+from training.quick import TORCH_DIR
 
 
 class Body(BaseModel):
@@ -41,28 +38,18 @@ class Body(BaseModel):
 
 
 def make_app(home: Path, run_id: str) -> FastAPI:
-    from pinfeed.home import ProjectHome
-
     torch.set_num_threads(1)
     store = connect(ProjectHome(home), None)
     run = load_run(home / "artifacts", run_id)
-    columns = check_against_services(
-        run,
-        ServiceFeatures(
-            service_full_names(store, RETRIEVAL_SERVICE), service_full_names(store, RANKING_SERVICE)
-        ),
-    )
+    check_against_services(run, store)
     refs = service_refs(store)
-    user_columns = [columns[n] for n in run.retrieval.query_tower.dense_features]
-    query_tower = torch.load(
-        home / "artifacts" / run_id / "torch" / "query_tower.pt", weights_only=False
-    ).eval()
-    ranker = torch.load(
-        home / "artifacts" / run_id / "torch" / "ranker.pt", weights_only=False
-    ).eval()
-    index = load_pin_index(run.retrieval_dir)
-    weights = load_utility_weights(run.utility_path)
-    rates = np.array(run.ranker.rate_vector())
+    user_columns = run.retrieval.query_tower.source_column_order()
+    saved = run.layout.root / TORCH_DIR
+    query_tower = torch.load(saved / "query_tower.pt", weights_only=False).eval()
+    ranker = torch.load(saved / "ranker.pt", weights_only=False).eval()
+    index = load_pin_index(run.layout.retrieval)
+    weights = load_utility_weights(run.layout.utility)
+    rates = run.ranker.calibration_rate_vector()
     selector = QuerySelector(SelectionConfig())
     features = Features(store, refs, cache=None)  # type: ignore[arg-type]
     app = FastAPI()
@@ -100,18 +87,12 @@ def make_app(home: Path, run_id: str) -> FastAPI:
         sources = np.repeat(query_pins, found.shape[1])[np.isin(found.ravel(), candidates)][
             : len(candidates)
         ]
-        inputs = build_ranker_inputs(run.ranker, user, pins(candidates), candidates, sources)
+        inputs = build_ranker_inputs(
+            run.ranker, run.run_id, user, pins(candidates), candidates, sources
+        )
         with torch.inference_mode():
             logits = ranker(
-                *(
-                    torch.from_numpy(np.ascontiguousarray(a))
-                    for a in (
-                        inputs.dense,
-                        inputs.topic,
-                        inputs.pin_embedding,
-                        inputs.query_embedding,
-                    )
-                )
+                *(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.as_tuple())
             ).numpy()
         scores = utility(calibrate_logits(logits, rates), weights)
         return {"items": candidates[np.argsort(-scores)[: body.k]].tolist()}

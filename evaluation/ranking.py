@@ -28,34 +28,32 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from evaluation.metrics import DEFAULT_BINS, expected_calibration_error, head_report
 from evaluation.reliability import save_reliability_figure
+from pinfeed.artifacts.layout import RunLayout
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.ranker import RankerManifest, read_ranker_manifest
+from pinfeed.artifacts.runs import LATEST, resolve_run
 from pinfeed.calibration import calibrate_logits
+from pinfeed.config import FrozenModel, load_yaml_section
 from pinfeed.errors import DataNotFoundError
 from pinfeed.home import ProjectHome
 from pinfeed.schema import ENGAGEMENTS
-from training.ranking.export import (
-    MODEL_FILE,
-    OUTPUT_NAME,
-    RankerManifest,
-    inference_session,
-    load_ranker_manifest,
-)
+from training.ranking.baseline import load_baseline
+from training.ranking.config import CONFIG_SECTIONS
 from training.ranking.features import label_array, ranker_arrays
-from training.ranking.job import RankingRun, latest_ranking_run, load_baseline, read_ranking_run
+from training.ranking.record import RankingRun, read_ranking_run
 from training.ranking.steps import predict_logits
 
 FIGURE_FILE = "ranking_reliability.png"
 _SCORE_BATCH = 8_192
 
 
-class RankingEvalConfig(BaseModel):
+class RankingEvalConfig(FrozenModel):
     """The `evaluation:` section of configs/ranking.yaml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     ece_bins: int = Field(DEFAULT_BINS, ge=1, description="Equal-width ECE bins on [0, 1].")
     fine_bins: int = Field(
@@ -105,31 +103,37 @@ def heldout_impressions(
     return table.to_pandas()
 
 
+def ranking_run(home: ProjectHome, run_id: str = LATEST) -> RunLayout:
+    """The run to evaluate: `run_id`, or the newest run holding a ranker."""
+    return resolve_run(home.artifacts, run_id, need=("ranking",))
+
+
 def score_slice(
     home: ProjectHome,
-    run_dir: Path,
+    layout: RunLayout,
     which: Literal["validation", "test"],
     config: RankingEvalConfig,
 ) -> HeldOutScores:
     """Score a run's validation or test days with the exported ranker and the baseline."""
-    run = read_ranking_run(run_dir)
+    run = read_ranking_run(layout.ranking)
     start, end = (
         (run.split.train_end, run.split.validation_end)
         if which == "validation"
         else (run.split.validation_end, run.split.test_end)
     )
     frame = heldout_impressions(home, start, end, config)
-    arrays = ranker_arrays(frame, run.ranker.embedding_dim)
-    session = inference_session(run_dir / MODEL_FILE)
+    manifest = read_ranker_manifest(layout.ranking)
+    arrays = ranker_arrays(frame, manifest.embedding_dim)
+    session = inference_session(layout.ranker_model, prefer_gpu=False)
     logits = np.concatenate(
         [
-            session.run([OUTPUT_NAME], arrays.take(slice(i, i + _SCORE_BATCH)).feed())[0]
+            session.run([manifest.output_name], arrays.take(slice(i, i + _SCORE_BATCH)).feed())[0]
             for i in range(0, len(arrays), _SCORE_BATCH)
         ]
     )
     with torch.inference_mode():
-        baseline = predict_logits(load_baseline(run_dir), arrays)[:, 0]
-    return HeldOutScores(label_array(frame), logits, baseline, load_ranker_manifest(run_dir))
+        baseline = predict_logits(load_baseline(layout.baseline), arrays)[:, 0]
+    return HeldOutScores(label_array(frame), logits, baseline, manifest)
 
 
 def _sigmoid(logits: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -230,15 +234,15 @@ def evaluate_ranking(
     home: ProjectHome,
     out: Path,
     *,
-    run_dir: Path | None = None,
+    run_id: str = LATEST,
     config: RankingEvalConfig | None = None,
 ) -> dict[str, Any]:
-    """Score the test days of `run_dir` (default: the latest run), write the JSON report to
-    `out` and the reliability figure beside it; return the report."""
+    """Score the test days of run `run_id` (default: the newest with a ranker), write the JSON
+    report to `out` and the reliability figure beside it; return the report."""
     config = config or RankingEvalConfig()
-    run_dir = run_dir or latest_ranking_run(home)
-    run = read_ranking_run(run_dir)
-    scores = score_slice(home, run_dir, "test", config)
+    layout = ranking_run(home, run_id)
+    run = read_ranking_run(layout.ranking)
+    scores = score_slice(home, layout, "test", config)
     report = ranking_report(scores, run, config)
     figure = out.parent / FIGURE_FILE
     save_reliability_figure(
@@ -256,6 +260,4 @@ def evaluate_ranking(
 
 def load_eval_config(path: Path) -> RankingEvalConfig:
     """The `evaluation:` section of a ranking YAML (configs/ranking.yaml)."""
-    from training.ranking.job import load_config_section
-
-    return load_config_section(path, "evaluation", RankingEvalConfig)
+    return load_yaml_section(path, "evaluation", RankingEvalConfig, CONFIG_SECTIONS)

@@ -37,12 +37,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluation.retrieval_data import RetrievalSplit
+from pinfeed.artifacts.index import ExactPinIndex, HnswPinIndex, IndexConfig, PinIndex
 from pinfeed.errors import DataNotFoundError
-from training.retrieval.config import IndexConfig, RetrievalConfig, Variant
+from training.retrieval.config import RetrievalConfig, Variant
 from training.retrieval.corpus import embed_pins
 from training.retrieval.dataset import sized_towers, weighted_rows
 from training.retrieval.features import batch_from_table
-from training.retrieval.index import ExactPinIndex, HnswPinIndex, PinIndex
 from training.retrieval.job_config import RetrievalSettings
 from training.retrieval.model import RetrievalModel
 from training.retrieval.train_step import train_on_parquet

@@ -17,7 +17,6 @@ temporary project home with features and the retrieval training set, for `--even
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,14 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import feature_repo
-from pinfeed.errors import DataNotFoundError
-from pinfeed.events import EventSetMeta, read_event_set
+from feature_repo.homes import DEFAULT_PROJECT, create_home
+from pinfeed.events import read_event_meta, read_event_set
 from pinfeed.home import ProjectHome
 from training.retrieval.corpus import PinCorpus, read_pin_corpus
 from training.retrieval.dataset import known_user_ids, read_training_set
-
-RETRIEVAL_SET = "retrieval.parquet"
+from training.training_sets import RETRIEVAL_NAME
 
 
 @dataclass(frozen=True)
@@ -53,19 +50,12 @@ def _timestamp(value: datetime) -> pa.Scalar:
     return pa.scalar(value, pa.timestamp("us", tz="UTC"))
 
 
-def event_meta(events: Path) -> EventSetMeta:
-    path = events / "meta.json"
-    if not path.is_file():
-        raise DataNotFoundError(f"{path}: no event set here; run `pinfeed run` or pass --events")
-    return EventSetMeta.model_validate_json(path.read_text())
-
-
 def time_split(home: ProjectHome, events: Path, holdout_days: float) -> RetrievalSplit:
     """Split `home`'s retrieval training set at `end - holdout_days` (see module docstring)."""
-    table = read_training_set(home.training_sets / RETRIEVAL_SET)
+    table = read_training_set(home.training_sets / f"{RETRIEVAL_NAME}.parquet")
     end = pc.max(table.column("event_timestamp")).as_py()
     cutoff = end - timedelta(days=holdout_days)
-    threshold = event_meta(events).long_click_threshold_s
+    threshold = read_event_meta(events).long_click_threshold_s
     train = table.filter(pc.less(table.column("positive_ts"), _timestamp(cutoff)))
     held = table.filter(pc.greater_equal(table.column("event_timestamp"), _timestamp(cutoff)))
     kind = held.column("positive_kind")
@@ -94,12 +84,7 @@ def prepare_event_home(events: Path, root: Path) -> ProjectHome:
     from training.training_sets import TrainingSetConfig, build_retrieval_set
 
     event_set = read_event_set(events)
-    home = ProjectHome(root.resolve())
-    shutil.copytree(
-        Path(feature_repo.__file__).parent,
-        home.feature_repo,
-        ignore=shutil.ignore_patterns("__pycache__", "data"),
-    )
+    home = create_home(root, project=DEFAULT_PROJECT)
     build_features(event_set, home.features, progress=False)
     store = open_store(home, redis_url=None)
     apply_definitions(store)

@@ -1,8 +1,8 @@
 """Candidate pools for the simulator: for every (user, cluster), the top-M pins retrieval
 returns for the cluster's query pin.
 
-With trained artifacts (the latest `artifacts/*/retrieval/` holding manifest.json, the ONNX
-query tower and the pin index over the same pin corpus), the query tower embeds (user, query
+With trained artifacts (the newest run holding a retrieval model: the ONNX query tower and the
+pin index over the same pin corpus), the query tower embeds (user, query
 pin) and the index returns the neighbours, as serving does; the user's dense features come
 from their latest snapshot in `data/features/` (zeros when absent). Without them the pool is
 the query pin's nearest pins by content embedding (cosine). `CandidatePools.source` says which.
@@ -20,6 +20,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from evaluation.sim_world import SimUsers
+from pinfeed.artifacts.index import load_pin_index
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.retrieval import read_retrieval_manifest
+from pinfeed.artifacts.runs import latest_run
+from pinfeed.errors import DataNotFoundError
 from pinfeed.home import ProjectHome
 from pinfeed.synthetic.world import World
 
@@ -34,11 +39,11 @@ class CandidatePools:
 
 
 def latest_retrieval_dir(home: ProjectHome) -> Path | None:
-    """The newest `artifacts/*/retrieval/` holding a manifest.json, or None."""
-    found = sorted(
-        home.artifacts.glob("*/retrieval/manifest.json"), key=lambda path: path.stat().st_mtime
-    )
-    return found[-1].parent if found else None
+    """The retrieval folder of the newest run holding a retrieval model, or None."""
+    try:
+        return latest_run(home.artifacts, need=("retrieval",)).retrieval
+    except DataNotFoundError:
+        return None
 
 
 def content_pools(world: World, users: SimUsers, m: int) -> np.ndarray:
@@ -71,11 +76,7 @@ def onnx_pools(
     home: ProjectHome, retrieval_dir: Path, world: World, users: SimUsers, m: int
 ) -> np.ndarray:
     """Top-m pins from the trained query tower and pin index, [U, K, m]."""
-    from training.retrieval.index import load_pin_index
-    from training.retrieval.manifest import read_manifest
-    from training.retrieval.session import inference_session
-
-    manifest = read_manifest(retrieval_dir)
+    manifest = read_retrieval_manifest(retrieval_dir)
     session = inference_session(retrieval_dir / manifest.query_tower.file, prefer_gpu=False)
     index = load_pin_index(retrieval_dir)
     k = users.medoids.shape[1]

@@ -3,7 +3,7 @@
 The weights sum to 1, which Ax's Client cannot express as `==`: the `derived` weight is an
 Ax `DerivedParameterConfig` (1 - the others), and two inequalities on the free weights' sum
 keep it in its range. The hand-picked weights are attached as the baseline arm (trial 0);
-outcome constraints are absolute thresholds (see `evaluation.utility_search`).
+outcome constraints are absolute thresholds (see `evaluation.utility_space`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluation.utility_search import (
+from evaluation.utility_space import (
     OBJECTIVE_HEAD,
     SearchResult,
     Trial,

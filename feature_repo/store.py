@@ -207,6 +207,26 @@ def push_cluster_rewards(store: FeatureStore, rows: pd.DataFrame) -> None:
     store.push(REWARD_PUSH_SOURCE, frame, to=PushMode.ONLINE)
 
 
+def feature_service(store: FeatureStore, name: str) -> FeatureService:
+    """The registered feature service `name`, or a ConfigError naming the command to run."""
+    try:
+        return store.get_feature_service(name)
+    except FeastObjectNotFoundException as exc:
+        raise ConfigError(
+            f"feature service {name!r} is not registered: run `pinfeed features apply`"
+        ) from exc
+
+
+def service_feature_names(store: FeatureStore, name: str) -> tuple[str, ...]:
+    """Every feature of service `name` under its full name (`view__feature`), in the service's
+    order: the columns a training set and a full-name online read hold."""
+    return tuple(
+        f"{projection.name_to_use()}__{feature.name}"
+        for projection in feature_service(store, name).feature_view_projections
+        for feature in projection.features
+    )
+
+
 def online_features(
     store: FeatureStore,
     service: str,
@@ -219,14 +239,8 @@ def online_features(
     reads. Returns columns keyed by full feature name (`pin_features__pin_click_rate_30d`) plus the
     join keys, one value per row; missing values are None.
     """
-    try:
-        feature_service = store.get_feature_service(service)
-    except FeastObjectNotFoundException as exc:
-        raise ConfigError(
-            f"feature service {service!r} is not registered: run `pinfeed features apply`"
-        ) from exc
     response = store.get_online_features(
-        features=feature_service,
+        features=feature_service(store, service),
         entity_rows=entity_rows,  # type: ignore[arg-type]
         full_feature_names=True,
     )

@@ -5,6 +5,11 @@ column names (feature names are prefixed so they stay unique inside a feature se
 Snapshot tables (user/pin/dwell features) hold one row per entity per day, stamped at the end
 of the day and computed only from events before that stamp, so a point-in-time join never
 leaks the future.
+
+The contract also says how models must read each column: counts, durations and ages are
+heavy-tailed and carry `HEAVY_TAILED` field metadata (models see log1p(max(x, 0))); rates and
+shares are in [0, 1] and go in as they are. The Feast feature view over table `X` is named `X`,
+so a column's Feast full name is `X__column` (`feature_view_of`).
 """
 
 from __future__ import annotations
@@ -14,18 +19,27 @@ import pyarrow as pa
 TS = pa.timestamp("us", tz="UTC")
 EVENT_TIMESTAMP = "event_timestamp"
 EMBEDDING = pa.list_(pa.float32())
+TRANSFORM = b"pinfeed.transform"
+HEAVY_TAILED = {TRANSFORM: b"log1p"}
+"""Field metadata of counts, durations and ages: models feed them through log1p."""
+
+
+def _heavy(name: str, type_: pa.DataType) -> pa.Field:
+    """A heavy-tailed column (see `HEAVY_TAILED`)."""
+    return pa.field(name, type_, metadata=HEAVY_TAILED)
+
 
 USER_FEATURES = pa.schema(
     [
         ("user_id", pa.int64()),
         (EVENT_TIMESTAMP, TS),
-        ("user_impressions_7d", pa.int64()),
-        ("user_impressions_30d", pa.int64()),
+        _heavy("user_impressions_7d", pa.int64()),
+        _heavy("user_impressions_30d", pa.int64()),
         ("user_closeup_rate_30d", pa.float32()),
         ("user_save_rate_30d", pa.float32()),
         ("user_click_rate_30d", pa.float32()),
         ("user_long_click_rate_30d", pa.float32()),
-        ("user_conversions_30d", pa.int64()),
+        _heavy("user_conversions_30d", pa.int64()),
     ]
 )
 
@@ -33,13 +47,13 @@ PIN_FEATURES = pa.schema(
     [
         ("pin_id", pa.int64()),
         (EVENT_TIMESTAMP, TS),
-        ("pin_impressions_30d", pa.int64()),
+        _heavy("pin_impressions_30d", pa.int64()),
         ("pin_closeup_rate_30d", pa.float32()),
         ("pin_save_rate_30d", pa.float32()),
         ("pin_click_rate_30d", pa.float32()),
         ("pin_long_click_rate_30d", pa.float32()),
         ("pin_conversion_rate_30d", pa.float32()),
-        ("pin_age_days", pa.float32()),
+        _heavy("pin_age_days", pa.float32()),
     ]
 )
 
@@ -59,9 +73,9 @@ USER_DWELL = pa.schema(
     [
         ("user_id", pa.int64()),
         (EVENT_TIMESTAMP, TS),
-        ("user_clicks_30d", pa.int64()),
-        ("user_dwell_mean_s", pa.float32()),
-        ("user_dwell_median_s", pa.float32()),
+        _heavy("user_clicks_30d", pa.int64()),
+        _heavy("user_dwell_mean_s", pa.float32()),
+        _heavy("user_dwell_median_s", pa.float32()),
         ("user_short_click_share", pa.float32()),
         ("user_long_click_share", pa.float32()),
     ]
@@ -71,9 +85,9 @@ PIN_DWELL = pa.schema(
     [
         ("pin_id", pa.int64()),
         (EVENT_TIMESTAMP, TS),
-        ("pin_clicks_30d", pa.int64()),
-        ("pin_dwell_mean_s", pa.float32()),
-        ("pin_dwell_median_s", pa.float32()),
+        _heavy("pin_clicks_30d", pa.int64()),
+        _heavy("pin_dwell_mean_s", pa.float32()),
+        _heavy("pin_dwell_median_s", pa.float32()),
         ("pin_short_click_share", pa.float32()),
         ("pin_long_click_share", pa.float32()),
     ]
@@ -114,6 +128,17 @@ CLUSTER_MEMBERS = pa.schema(
     ]
 )
 
+FEATURE_TABLES: dict[str, pa.Schema] = {
+    "user_features": USER_FEATURES,
+    "pin_features": PIN_FEATURES,
+    "pin_content": PIN_CONTENT,
+    "user_dwell": USER_DWELL,
+    "pin_dwell": PIN_DWELL,
+    "user_clusters": USER_CLUSTERS,
+    "cluster_reward": CLUSTER_REWARD,
+}
+"""The tables Feast serves: table name = feature view name."""
+
 TABLES: dict[str, pa.Schema] = {
     "user_features": USER_FEATURES,
     "pin_features": PIN_FEATURES,
@@ -125,3 +150,26 @@ TABLES: dict[str, pa.Schema] = {
     "cluster_members": CLUSTER_MEMBERS,
 }
 """File name (without .parquet) -> schema, under ProjectHome.features."""
+
+
+def feature_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """A feature table's feature columns, in contract order (join key and timestamp dropped)."""
+    return tuple(name for name in schema.names[1:] if name != EVENT_TIMESTAMP)
+
+
+def feature_view_of(column: str) -> str:
+    """The feature view (= table) serving `column`; every feature column name is unique."""
+    views = [name for name, schema in FEATURE_TABLES.items() if column in feature_columns(schema)]
+    if len(views) != 1:
+        raise KeyError(f"{column!r} is a feature column of {views or 'no table'}; need exactly one")
+    return views[0]
+
+
+def heavy_tailed_columns() -> frozenset[str]:
+    """Every feature column marked `HEAVY_TAILED`."""
+    return frozenset(
+        field.name
+        for schema in FEATURE_TABLES.values()
+        for field in schema
+        if (field.metadata or {}).get(TRANSFORM) == HEAVY_TAILED[TRANSFORM]
+    )

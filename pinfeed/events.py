@@ -111,15 +111,21 @@ def write_event_set(events: EventSet, out: Path) -> Path:
     return out
 
 
-def read_event_set(path: Path) -> EventSet:
-    """Read an event set written by `write_event_set` (the generator or the importer)."""
+def read_event_meta(path: Path) -> EventSetMeta:
+    """The metadata of the event set at `path` (cheap: no table is read)."""
     path = Path(path)
     if not (path / "meta.json").exists():
         raise DataNotFoundError(
             f"no event set at {path} (meta.json missing): run `pinfeed data generate --out {path}`"
             " or `pinfeed data import --out ...` first"
         )
-    meta = EventSetMeta.model_validate_json((path / "meta.json").read_text())
+    return EventSetMeta.model_validate_json((path / "meta.json").read_text())
+
+
+def read_event_set(path: Path) -> EventSet:
+    """Read an event set written by `write_event_set` (the generator or the importer)."""
+    path = Path(path)
+    meta = read_event_meta(path)
     tables = {}
     for name in PARTITIONED:
         dataset = ds.dataset(path / name, format="parquet", partitioning="hive")

@@ -21,6 +21,9 @@ SURFACES = ("homefeed", "related")
 CONVERSION_KINDS = ("checkout", "add_to_cart")
 ENGAGEMENTS = ("closeup", "save", "click", "long_click")
 """The four ranking heads, in the order every model output and manifest uses."""
+UNKNOWN_TOPIC = -1
+"""A pin's topic when nothing places it (an imported pin with too little co-engagement for a
+learned embedding); models give it a bucket of its own."""
 
 IMPRESSION_SCHEMA = pa.schema(
     [
@@ -68,6 +71,7 @@ PIN_SCHEMA = pa.schema(
     [
         pa.field("pin_id", pa.int64(), nullable=False),
         pa.field("created_ts", TS, nullable=False),
+        # >= 0, or UNKNOWN_TOPIC.
         pa.field("topic", pa.int32(), nullable=False),
         pa.field("shoppable", pa.bool_(), nullable=False),
         # Stand-in for visual/text embeddings; every row has the same length (EventSetMeta).

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from pinfeed.errors import ValidationError
 from pinfeed.events import EventSet
-from pinfeed.schema import CONVERSION_KINDS, SCHEMAS, SURFACES
+from pinfeed.schema import CONVERSION_KINDS, SCHEMAS, SURFACES, UNKNOWN_TOPIC
 
 Rule = tuple[str, str, np.ndarray]
 """(field, reason, bad-row mask)."""
@@ -132,6 +132,11 @@ def _user_rules(t: pa.Table) -> Iterator[Rule]:
 def _pin_rules(t: pa.Table, embedding_dim: int | None) -> Iterator[Rule]:
     yield from _nulls(t, "pins")
     yield "pin_id", "duplicate id", _duplicates(t.column("pin_id"))
+    yield (
+        "topic",
+        f"must be >= 0, or {UNKNOWN_TOPIC} for an unknown topic",
+        _np(t.column("topic"), 0) < UNKNOWN_TOPIC,
+    )
     embeddings = t.column("content_embedding")
     if embedding_dim is not None:
         lengths = _np(pc.list_value_length(embeddings), -1)

@@ -1,8 +1,11 @@
 """Online serving: Ray Serve deployments over ONNX models, the Feast online store, query
-reward, calibration and utility (design §5).
+reward, calibration and utility (design §5). Torch-free by contract (ONNX Runtime only), no
+import of `training/`, nothing at import time. Layers, bottom to top:
 
-Torch-free by contract (ONNX Runtime only); nothing happens at import time. Entry points:
-`serving.app.build_app` (the bound application), `serving.app.app_builder` (for
-`serve run serving/config.yaml`), `serving.app.serve_forever` / `serving.app.demo` (for the
-`pinfeed serve` and `pinfeed run` commands).
+- `config`: typed config (the app's args, the served models, deployment settings);
+- `stages/`: the stages as plain classes, testable without Ray;
+- `deployments/`: thin Serve shells hosting the stages;
+- `http/`: request/response models, errors, the FastAPI ingress;
+- `app`, `deploy`, `client`: the bound graph and its entry points (`serve run
+  serving/config.yaml`, `pinfeed serve`), declarative deploys and reloads, an HTTP client.
 """

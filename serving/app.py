@@ -3,18 +3,18 @@
     Ingress ──► Recommender (Features, QuerySelector, Retriever, Scorer) ──► Ranker (@serve.batch)
        └──────► FeedbackSink (durable log -> realtime rewards)
 
-- `build_app(config, deployments)`: the bound application (tests, `pinfeed serve`).
-- `app_builder(args)`: what `serve run serving/config.yaml` imports (`args:` block of the file).
-- `serve_app(...)` / `demo(...)`: the functions behind `pinfeed serve` and the last step of
-  `pinfeed run` (deploy, send a few real HTTP requests, print, shut down).
+- `build_app(config, deployments)`: the bound application; the run to serve (`latest` resolved
+  to the newest complete run, here, once) becomes the model deployments' `user_config`.
+- `app_builder(args)`: what Serve imports for `serve run serving/config.yaml`, `serve deploy`
+  and `pinfeed serve` (`args:` block of the file).
+- `serve_app(...)` / `serve_forever(...)`: `pinfeed serve`, deployed declaratively like `serve
+  run` (`serving.deploy`), so `/admin/reload` is a lightweight in-place update.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,56 +22,37 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from pinfeed.errors import ConfigError, DataNotFoundError
-from serving.artifacts import UTILITY_FILE
-from serving.config import DeploymentSettings, ServingConfig, load_serve_file, parse_serving_config
-from serving.feedback_sink import FeedbackSink
-from serving.ingress import ingress_deployment, token_digest
-from serving.ranker import Ranker
-from serving.recommender import Recommender
-from serving.state import ServingState
+from pinfeed.artifacts.runs import load_run
+from serving.config import (
+    ActiveModels,
+    DeploymentSettings,
+    ServeFile,
+    ServingConfig,
+    load_serve_file,
+    parse_serving_config,
+)
+from serving.deploy import deploy, token_digest
+from serving.deployments.feedback_sink import FeedbackSink
+from serving.deployments.ranker import Ranker
+from serving.deployments.recommender import Recommender
+from serving.http.ingress import ingress_deployment
 
-APP_NAME = "pinfeed"
-LATEST = "latest"
 CONFIG_FILE = Path(__file__).resolve().parent / "config.yaml"
 
 
-def latest_run(artifacts: Path) -> str:
-    """The newest run (by name; run ids sort by time) holding both retrieval and ranking."""
-    runs = sorted(
-        path.name
-        for path in artifacts.glob("*")
-        if (path / "retrieval" / "manifest.json").is_file()
-        and (path / "ranking" / "ranker.manifest.json").is_file()
-    )
-    if not runs:
-        raise DataNotFoundError(
-            f"{artifacts}: no run with both retrieval/ and ranking/ artifacts; run "
-            "`pinfeed train retrieval` and `pinfeed train ranking` first"
-        )
-    return runs[-1]
-
-
-def resolve_run(config: ServingConfig) -> ServingConfig:
-    """Replace run_id `latest` by the newest complete run."""
-    if config.run_id != LATEST:
-        return config
-    return config.model_copy(update={"run_id": latest_run(config.project.artifacts)})
-
-
 def build_app(config: ServingConfig, deployments: Sequence[DeploymentSettings] = ()) -> Application:
-    """Point the state at `config.run_id` with the run's weights, then bind the graph."""
-    config = resolve_run(config)
-    ServingState(config.state).initialise(
-        config.run_id, config.project.artifacts / config.run_id / "ranking" / UTILITY_FILE
-    )
+    """Check the run to serve, then bind the graph with it as the models' `user_config`."""
+    run = load_run(config.project.artifacts, config.run_id)
+    models = ActiveModels(run_id=run.run_id).model_dump(mode="json")
     settings = {d.name: d.options() for d in deployments}
-    ranker = Ranker.options(**settings.get("Ranker", {})).bind(config)
-    recommender = Recommender.options(**settings.get("Recommender", {})).bind(config, ranker)
+    ranker = Ranker.options(**{"user_config": models, **settings.get("Ranker", {})}).bind(config)
+    recommender = Recommender.options(
+        **{"user_config": models, **settings.get("Recommender", {})}
+    ).bind(config, ranker)
     feedback = FeedbackSink.options(**settings.get("FeedbackSink", {})).bind(config)
-    digest = token_digest(os.environ.get(config.admin_token_env))
+    digest = config.admin_token_sha256 or token_digest(os.environ.get(config.admin_token_env))
     ingress = ingress_deployment().options(**settings.get("Ingress", {}))
-    return ingress.bind(config, recommender, feedback, digest)
+    return ingress.bind(recommender, feedback, digest)
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -108,19 +89,17 @@ def serve_app(
     port: int = 8000,
 ) -> str:
     """Deploy the app of `config_path` (with `overrides` on its args) on the connected Ray
-    cluster (starting a local one if none); returns the base URL."""
+    cluster (starting a local one if none), fitted to its resources; returns the base URL."""
     import ray
 
     serve_file = load_serve_file(config_path, overrides=overrides)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
     resources = ray.cluster_resources()
-    deployments = fit_to_cluster(
+    fitted = fit_to_cluster(
         serve_file.deployments, resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     )
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(serve_file.args, deployments), name=APP_NAME, route_prefix="/")
-    return f"http://{host}:{port}"
+    return deploy(ServeFile(args=serve_file.args, deployments=fitted), host=host, port=port)
 
 
 def serve_forever(
@@ -130,7 +109,7 @@ def serve_forever(
     host: str = "127.0.0.1",
     port: int = 8000,
 ) -> None:
-    """`pinfeed serve`: deploy, print nothing, block until interrupted, then shut down."""
+    """`pinfeed serve`: deploy, block until interrupted, then shut down."""
     serve_app(config_path, overrides, host=host, port=port)
     try:
         while True:
@@ -139,72 +118,3 @@ def serve_forever(
         pass
     finally:
         serve.shutdown()
-
-
-def post_json(url: str, body: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
-    """POST `body` as JSON; the decoded JSON answer (raises on a non-2xx status)."""
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-        return json.loads(answer.read())
-
-
-def wait_healthy(base_url: str, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Poll GET /healthz until it answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=5) as answer:
-                return json.loads(answer.read())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise ConfigError(f"{base_url}/healthz did not answer in {timeout_s} s") from None
-            time.sleep(0.5)
-
-
-def sample_users(home: Path, count: int = 2) -> list[int]:
-    """The first `count` users that have interest clusters (for the demo requests)."""
-    import pyarrow.parquet as pq
-
-    path = home / "data" / "features" / "user_clusters.parquet"
-    if not path.is_file():
-        raise DataNotFoundError(f"{path}: no clusters; run `pinfeed features build` first")
-    users = pq.read_table(path, columns=["user_id"]).column("user_id").to_pylist()
-    return sorted(set(users))[:count]
-
-
-def demo(
-    home: Path,
-    user_ids: Sequence[int] | None = None,
-    *,
-    run_id: str = LATEST,
-    k: int = 5,
-    keep_serving: bool = False,
-    port: int = 8000,
-) -> list[dict[str, Any]]:
-    """The last step of `pinfeed run`: deploy, ask for `k` pins for each user (default: two
-    users with clusters) and one unknown user, send one click of feedback, return the answers
-    (the caller prints them); shut down unless `keep_serving`."""
-    users = list(user_ids) if user_ids is not None else sample_users(home)
-    base = serve_app(CONFIG_FILE, {"home": str(home), "run_id": run_id}, port=port)
-    try:
-        wait_healthy(base)
-        answers = [
-            post_json(f"{base}/recommend", {"user_id": int(user), "k": k})
-            for user in [*users, 2**62]
-        ]
-        first = answers[0]
-        if first["items"]:
-            post_json(
-                f"{base}/feedback",
-                {
-                    "request_id": first["request_id"],
-                    "pin_id": first["items"][0]["pin_id"],
-                    "kind": "click",
-                },
-            )
-        return answers
-    finally:
-        if not keep_serving:
-            serve.shutdown()

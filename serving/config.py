@@ -1,9 +1,13 @@
 """Typed configuration of the serving app: loaded once at the edge (`serve run` args, the
 `pinfeed serve` command, tests) and passed to every deployment's constructor.
 
-Two layers, as Ray Serve splits them:
-- `ServingConfig`: what the app does (which run, which stores, how many candidates, how queries
-  are drawn, batching). It is the `args:` block of `serving/config.yaml`.
+Three layers, as Ray Serve splits them:
+- `ServingConfig`: what the app does (which stores, how many candidates, how queries are drawn,
+  batching). It is the `args:` block of `serving/config.yaml`.
+- `ActiveModels`: which run and which utility weights are served. It is the `user_config` of
+  the Recommender and Ranker deployments, so changing it (`/admin/reload`, or `serve deploy`
+  of an edited config) reaches every replica on every node through Serve's `reconfigure`,
+  without a restart.
 - `DeploymentSettings`: how each deployment is placed and scaled (replicas, concurrency,
   CPUs/GPUs). It is the `deployments:` block, the one Serve itself reads on `serve run`.
 """
@@ -13,23 +17,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic import ValidationError as PydanticValidationError
+from pydantic import Field, field_validator, model_validator
 
-from pinfeed.errors import ConfigError, DataNotFoundError
+from pinfeed.artifacts.layout import LATEST, RUN_ID_PATTERN, check_run_id
+from pinfeed.config import FrozenModel, read_yaml, validate_model
+from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig
+from pinfeed.utility import UtilityWeights
 
+APP_NAME = "pinfeed"
 ADMIN_TOKEN_ENV = "PINFEED_ADMIN_TOKEN"
 DEPLOYMENT_NAMES = ("Ingress", "Recommender", "Ranker", "FeedbackSink")
+MODEL_DEPLOYMENTS = ("Recommender", "Ranker")
+"""The deployments whose `user_config` is the `ActiveModels`."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RankerBatching(_Frozen):
+class RankerBatching(FrozenModel):
     """`@serve.batch` of the ranker: requests (each ~`candidates` rows) merged per ORT call."""
 
     max_batch_size: int = Field(8, ge=1, le=256, description="requests per ORT call")
@@ -37,16 +41,20 @@ class RankerBatching(_Frozen):
     intra_op_threads: int = Field(1, ge=0, description="ORT threads per replica (0: ORT default)")
 
 
-class ServingConfig(_Frozen):
+class ServingConfig(FrozenModel):
     """What the serving app serves and how (see the module docstring)."""
 
     home: Path = Field(description="project home: feature_repo/, data/, artifacts/")
-    run_id: str = Field(min_length=1, description="artifacts/<run_id>/{retrieval,ranking}/")
+    run_id: str = Field(
+        LATEST,
+        pattern=RUN_ID_PATTERN,
+        description="run served at deploy (`latest`: the newest run holding both models)",
+    )
     redis_url: str | None = Field(
         None, description="online store on Redis (else SQLite); feedback then goes to a stream"
     )
     state_dir: Path | None = Field(
-        None, description="feedback log, active weights and run pointer (default data/serving)"
+        None, description="where the local feedback log lives (default data/serving)"
     )
     selection: SelectionConfig = SelectionConfig()
     candidates: int = Field(500, ge=1, le=5000, description="candidates ranked per request")
@@ -63,6 +71,12 @@ class ServingConfig(_Frozen):
     retriever_threads: int = Field(1, ge=0, description="ORT threads of the query tower")
     ranker: RankerBatching = RankerBatching()
     admin_token_env: str = Field(ADMIN_TOKEN_ENV, description="env var holding the admin token")
+    admin_token_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the admin token; `pinfeed serve` sets it from the deploying "
+        "shell's $PINFEED_ADMIN_TOKEN (the token itself never enters a config)",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -79,14 +93,35 @@ class ServingConfig(_Frozen):
         return self.state_dir or self.project.data / "serving"
 
 
-class ActorOptions(_Frozen):
+class ActiveModels(FrozenModel):
+    """The `user_config` of the model deployments: what every replica serves."""
+
+    run_id: str = Field(description="a concrete run id (never `latest`)")
+    utility: UtilityWeights | None = Field(
+        None, description="utility weights; None: the run's own utility.json"
+    )
+
+    @field_validator("run_id")
+    @classmethod
+    def _concrete(cls, run_id: str) -> str:
+        return check_run_id(run_id)
+
+
+def parse_active_models(user_config: dict[str, Any] | None) -> ActiveModels:
+    """A deployment's `user_config` as `ActiveModels` (errors name the field)."""
+    if user_config is None:
+        raise ConfigError("user_config: the model deployments need {run_id, utility}")
+    return validate_model(ActiveModels, user_config, "user_config")
+
+
+class ActorOptions(FrozenModel):
     """The subset of Ray actor options we set per deployment."""
 
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
 
 
-class DeploymentSettings(_Frozen):
+class DeploymentSettings(FrozenModel):
     """Placement and scaling of one deployment (Serve's own field names)."""
 
     name: Literal["Ingress", "Recommender", "Ranker", "FeedbackSink"]
@@ -100,7 +135,7 @@ class DeploymentSettings(_Frozen):
         return self.model_dump(exclude={"name"})
 
 
-class ServeFile(_Frozen):
+class ServeFile(FrozenModel):
     """The parts of `serving/config.yaml` pinfeed reads: one application's args and its
     deployments' settings (the Serve CLI reads the same file whole)."""
 
@@ -124,33 +159,21 @@ class ServeFile(_Frozen):
         return next((d for d in self.deployments if d.name == name), None)
 
 
-def _problems(error: PydanticValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-    )
-
-
 def parse_serving_config(args: dict[str, Any]) -> ServingConfig:
     """Validate `args` (the yaml `args:` block, or `serve run` overrides); errors name fields."""
-    try:
-        return ServingConfig.model_validate(args)
-    except PydanticValidationError as error:
-        raise ConfigError(f"serving config: {_problems(error)}") from error
+    return validate_model(ServingConfig, args, "serving config")
 
 
 def load_serve_file(
-    path: Path, *, overrides: dict[str, Any] | None = None, app_name: str = "pinfeed"
+    path: Path, *, overrides: dict[str, Any] | None = None, app_name: str = APP_NAME
 ) -> ServeFile:
     """Read application `app_name` of a Serve config YAML, with `overrides` on its args."""
-    if not path.is_file():
-        raise DataNotFoundError(f"{path}: no Serve config here (see serving/config.yaml)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path)
     apps = [app for app in raw.get("applications", []) if app.get("name") == app_name]
     if not apps:
         raise ConfigError(f"{path}: applications: no application named {app_name!r}")
     app = apps[0]
     args = {**(app.get("args") or {}), **(overrides or {})}
-    try:
-        return ServeFile.model_validate({"args": args, "deployments": app.get("deployments") or []})
-    except PydanticValidationError as error:
-        raise ConfigError(f"{path}: {_problems(error)}") from error
+    return validate_model(
+        ServeFile, {"args": args, "deployments": app.get("deployments") or []}, str(path)
+    )

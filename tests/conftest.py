@@ -1,4 +1,5 @@
-"""Session-wide real services for the tests: a Redis server (see tests/redis_server.py)."""
+"""Session-wide real services for the tests: a Redis server (tests/support/redis.py) and one
+small local Ray."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis_server import TEST_DB, RedisEndpoint, RedisProcess, answers
+from tests.support.redis import TEST_DB, RedisEndpoint, RedisProcess, answers
 
 
 @pytest.fixture(scope="session")

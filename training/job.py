@@ -4,77 +4,80 @@
         python -m training.job retrieval --config configs/retrieval.yaml --home /shared/pinfeed
 
 Under `ray job submit` the driver finds the cluster through RAY_ADDRESS; run directly, it
-starts a local Ray. Each job parses its own options: `retrieval` here, `ranking` in
-`training.ranking.job:main` (imported only when asked for, so one job's imports never slow
-or break the other). Prints the artifacts folder on success; a project error exits with 2.
+starts a local Ray. `train(...)` is what both this entry and `pinfeed train` call; each job's
+modules are imported only when it runs, so one job's imports never slow or break the other.
+Prints the artifacts folder on success; a project error exits with 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pinfeed.errors import PinfeedError
 from pinfeed.home import ProjectHome
 
-JOBS = {
-    "retrieval": "training.job:retrieval_main",
-    "ranking": "training.ranking.job:main",
-}
+Job = Literal["retrieval", "ranking"]
+JOBS: tuple[Job, ...] = ("retrieval", "ranking")
 
 
-@dataclass(frozen=True)
-class JobArgs:
-    """The options every training job takes."""
-
-    config: Path
-    home: ProjectHome
-    run_id: str | None
+def default_config(job: Job) -> Path:
+    return Path("configs") / f"{job}.yaml"
 
 
-def parse_job_args(job: str, description: str, argv: Sequence[str] | None) -> JobArgs:
-    """`--config FILE [--home DIR] [--run-id ID]` for `python -m training.job <job>`."""
-    parser = argparse.ArgumentParser(prog=f"training.job {job}", description=description)
-    parser.add_argument("--config", type=Path, default=Path("configs") / f"{job}.yaml")
+def train(
+    job: Job,
+    home: ProjectHome,
+    *,
+    config: Path | None = None,
+    run_id: str | None = None,
+    epochs: int | None = None,
+) -> Path:
+    """Run one training job with the YAML `config` (default configs/<job>.yaml), writing run
+    `run_id` (default: a new run for retrieval, the run retrieval made for ranking); `epochs`
+    overrides the config's. Returns the folder the job wrote."""
+    path = config or default_config(job)
+    if job == "retrieval":
+        from training.retrieval.job import train_retrieval
+        from training.retrieval.job_config import load_job_config
+
+        retrieval = load_job_config(path)
+        model = retrieval.model.model_copy(update={"epochs": epochs or retrieval.model.epochs})
+        update = {"model": model, "run_id": run_id or retrieval.run_id}
+        return train_retrieval(retrieval.model_copy(update=update), home)
+    from training.ranking.config import load_job_config
+    from training.ranking.job import train_ranking
+
+    ranking = load_job_config(path)
+    update = {"epochs": epochs or ranking.epochs, "run_id": run_id or ranking.run_id}
+    return train_ranking(ranking.model_copy(update=update), home)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.job", description=__doc__)
+    parser.add_argument("job", choices=JOBS)
+    parser.add_argument("--config", type=Path, default=None, help="default: configs/<job>.yaml")
     parser.add_argument(
         "--home", type=Path, default=None, help="Project home (default: $PINFEED_HOME or .)"
     )
-    parser.add_argument("--run-id", default=None, help="Artifacts folder name (default: UTC time)")
-    args = parser.parse_args(argv)
-    home = ProjectHome(args.home.resolve()) if args.home else ProjectHome.from_env()
-    return JobArgs(config=args.config, home=home, run_id=args.run_id)
-
-
-def retrieval_main(argv: Sequence[str] | None = None) -> Path:
-    """`python -m training.job retrieval --config FILE [--home DIR] [--run-id ID]`."""
-    from training.retrieval.job import train_retrieval
-    from training.retrieval.job_config import load_job_config
-
-    args = parse_job_args("retrieval", "Train the two-tower retrieval model; export + index.", argv)
-    config = load_job_config(args.config)
-    if args.run_id:
-        config = config.model_copy(update={"run_id": args.run_id})
-    return train_retrieval(config, args.home)
-
-
-def _entry(job: str) -> Callable[[Sequence[str]], Path]:
-    """The `main(argv)` of `job`, imported now."""
-    module, function = JOBS[job].split(":")
-    return getattr(importlib.import_module(module), function)
+    parser.add_argument(
+        "--run-id",
+        default=None,
+        help="Artifacts run (default: new for retrieval, joined for ranking)",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="Override the config's epochs")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch to the job named by the first argument; return the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in JOBS:
-        print(f"usage: python -m training.job {{{'|'.join(JOBS)}}} [options]", file=sys.stderr)
-        return 2
+    """Parse, run the job, print the folder it wrote; return the exit code."""
+    args = parse_args(argv)
+    home = ProjectHome(args.home.resolve()) if args.home else ProjectHome.from_env()
     try:
-        out = _entry(args[0])(args[1:])
+        out = train(args.job, home, config=args.config, run_id=args.run_id, epochs=args.epochs)
     except PinfeedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

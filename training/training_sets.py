@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 from pydantic import BaseModel, ConfigDict, Field
 
+from feature_repo.store import feature_service, service_feature_names
 from pinfeed.errors import DataNotFoundError
 from pinfeed.events import EventSet
 from pinfeed.schema import ENGAGEMENTS
@@ -201,27 +202,17 @@ def join_features(
     """Point-in-time join of `service`'s features onto `examples` (an entity frame with
     `event_timestamp` and the service's join keys), in time-ordered chunks of at most
     `max_rows_per_query` rows. Rows come back ordered by event_timestamp."""
-    feature_service = store.get_feature_service(service)
+    service_object = feature_service(store, service)
     ordered = examples.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
     parts = []
     for begin in range(0, max(len(ordered), 1), max_rows_per_query):
         chunk = ordered.iloc[begin : begin + max_rows_per_query]
         job = store.get_historical_features(
-            entity_df=chunk, features=feature_service, full_feature_names=True
+            entity_df=chunk, features=service_object, full_feature_names=True
         )
         parts.append(job.to_arrow())
     table = pa.concat_tables(parts, promote_options="permissive")
     return table.sort_by("event_timestamp")
-
-
-def feature_names(store: FeatureStore, service: str) -> list[str]:
-    """Full feature names of `service`, in its projection order."""
-    feature_service = store.get_feature_service(service)
-    return [
-        f"{projection.name_to_use()}__{feature.name}"
-        for projection in feature_service.feature_view_projections
-        for feature in projection.features
-    ]
 
 
 def _write_set(
@@ -243,7 +234,7 @@ def _write_set(
     meta = TrainingSetMeta(
         name=name,
         feature_service=service,
-        features=feature_names(store, service),
+        features=list(service_feature_names(store, service)),
         negative_sample_rate=negative_sample_rate,
         seed=config.seed,
         start=pc.min(timestamps).as_py(),

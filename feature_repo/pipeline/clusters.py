@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from feature_repo.pipeline.activity import flag
 from feature_repo.pipeline.config import FeatureConfig
 from feature_repo.pipeline.snapshots import DAY_US, run_starts, ts_us
-from pinfeed.errors import SchemaError
+from pinfeed.errors import DataNotFoundError, SchemaError
 
 CLUSTER_ACTIONS = ("closeup", "save", "click")
 """Engagements that make a pin part of a user's profile."""
@@ -214,3 +215,15 @@ def cluster_engaged(
     )
     members = pd.DataFrame({"user_id": user_ids, "pin_id": pin_ids, "cluster": cluster})
     return Clustering(members=members, clusters=clusters, centroids=centroids)
+
+
+def users_with_clusters(features_dir: Path, minimum: int = 1) -> list[int]:
+    """Users whose latest clustering has at least `minimum` clusters, ascending (the demo's and
+    the benchmarks' users: ones the reward path serves)."""
+    path = features_dir / "user_clusters.parquet"
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: no clusters; run `pinfeed features build` first")
+    clusters = pd.read_parquet(path, columns=["user_id", "event_timestamp", "cluster_ids"])
+    latest = clusters.sort_values("event_timestamp").drop_duplicates("user_id", keep="last")
+    sizes = latest["cluster_ids"].map(len)
+    return sorted(latest.loc[sizes >= minimum, "user_id"].astype(int).tolist())

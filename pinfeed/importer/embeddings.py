@@ -29,6 +29,7 @@ from sklearn.utils.extmath import randomized_svd
 
 from pinfeed.errors import SchemaError
 from pinfeed.importer.mapping import IdMap
+from pinfeed.schema import UNKNOWN_TOPIC
 
 DENSE_SVD_MAX_CELLS = 4_000_000
 """Below this many matrix cells a dense SVD is exact and fast; above, randomized SVD (Halko et
@@ -169,9 +170,9 @@ def pin_embeddings(
 
 
 def topics(embeddings: PinEmbeddings, n_topics: int) -> np.ndarray:
-    """k-means cluster [P] int32 of each learned/given embedding; -1 for hashed fallbacks (their
-    direction carries no meaning) and for every pin when n_topics is 0."""
-    topic = np.full(len(embeddings.source), -1, dtype=np.int32)
+    """k-means cluster [P] int32 of each learned/given embedding; `UNKNOWN_TOPIC` for hashed
+    fallbacks (their direction carries no meaning) and for every pin when n_topics is 0."""
+    topic = np.full(len(embeddings.source), UNKNOWN_TOPIC, dtype=np.int32)
     meaningful = np.flatnonzero(embeddings.source != FALLBACK)
     k = min(n_topics, len(meaningful))
     if k < 1:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pinfeed.errors import ConfigError
 
-Preset = Literal["small", "medium"]
+Preset = Literal["tiny", "small", "medium"]
 
 
 class _Frozen(BaseModel):
@@ -157,9 +157,11 @@ class GeneratorConfig(_Frozen):
 
     @classmethod
     def preset(cls, name: str, seed: int = 0, **overrides: object) -> GeneratorConfig:
-        """`small` (3k users, 14 days, ~0.5M impressions) or `medium` (50k users, 100k pins,
-        30 days, ~10M impressions); `overrides` replace top-level fields."""
+        """`tiny` (300 users, 7 days: a whole pipeline in a couple of minutes, for tests and a
+        first look), `small` (3k users, 14 days, ~0.5M impressions) or `medium` (50k users, 100k
+        pins, 30 days, ~10M impressions); `overrides` replace top-level fields."""
         presets: dict[str, dict[str, object]] = {
+            "tiny": {"users": 300, "pins": 1200, "topics": 20, "days": 7},
             "small": {"users": 3000, "pins": 8000, "topics": 60, "days": 14},
             "medium": {
                 "users": 50_000,

@@ -13,15 +13,15 @@ import pytest
 
 from feature_repo.store import online_features, open_store
 from pinfeed.home import ProjectHome
-from pinfeed.run import run_pipeline
-from tests.homes import make_home
+from pinfeed_cli.pipeline import run_pipeline
+from tests.support.homes import make_home
 
 TINY_WORLD = {"users": 300, "pins": 1200, "topics": 20, "days": 5}
 
 
 def pinfeed(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pinfeed", *args],
+        [sys.executable, "-m", "pinfeed_cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "PINFEED_HOME": str(home), "COLUMNS": "200"},

@@ -17,23 +17,25 @@ import pytest
 import ray.train
 from sklearn.metrics import roc_auc_score
 
+from pinfeed.artifacts.layout import RANKER_FILE
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.ranker import RankerInputs
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import HeadWeights
-from tests.model.ranking_data import (
+from tests.support.ranking_data import (
     EMBEDDING_DIM,
     NUM_TOPICS,
     synthetic_arrays,
     synthetic_labels,
 )
 from training.ranking.config import RankerConfig, RankingTrainConfig
-from training.ranking.export import MODEL_FILE, export_ranker, inference_session, max_parity_gap
+from training.ranking.export import export_ranker, max_parity_gap
 from training.ranking.features import (
+    CONTENT_EMBEDDING,
     DENSE_FEATURES,
-    PIN_EMBEDDING,
-    QUERY_EMBEDDING,
+    QUERY_CONTENT_EMBEDDING,
     SOURCE_COLUMNS,
     TOPIC,
-    RankerArrays,
 )
 from training.ranking.job import initial_state
 from training.ranking.ray_loop import (
@@ -54,7 +56,7 @@ CONFIG = RankerConfig(
 )
 
 
-def write_ranking_set(path: Path, rng: np.random.Generator) -> tuple[RankerArrays, np.ndarray]:
+def write_ranking_set(path: Path, rng: np.random.Generator) -> tuple[RankerInputs, np.ndarray]:
     """A learnable ranking set under the training sets' column names, one row a minute."""
     arrays = synthetic_arrays(ROWS, rng)
     labels = synthetic_labels(arrays, rng)
@@ -62,8 +64,8 @@ def write_ranking_set(path: Path, rng: np.random.Generator) -> tuple[RankerArray
         SOURCE_COLUMNS[name]: arrays.dense[:, k] for k, name in enumerate(DENSE_FEATURES)
     }
     frame[SOURCE_COLUMNS[TOPIC]] = arrays.topic
-    frame[SOURCE_COLUMNS[PIN_EMBEDDING]] = list(arrays.pin_embedding)
-    frame[SOURCE_COLUMNS[QUERY_EMBEDDING]] = list(arrays.query_embedding)
+    frame[SOURCE_COLUMNS[CONTENT_EMBEDDING]] = list(arrays.pin_embedding)
+    frame[SOURCE_COLUMNS[QUERY_CONTENT_EMBEDDING]] = list(arrays.query_embedding)
     for t, head in enumerate(ENGAGEMENTS):
         frame[head] = labels[:, t] > 0.5
     frame["event_timestamp"] = [T0 + timedelta(minutes=i) for i in range(ROWS)]
@@ -92,7 +94,7 @@ class FailOnce:
 @pytest.fixture(scope="module")
 def resumed_run(
     ray_local: None, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[ray.train.Result, RankerArrays, np.ndarray, Path]:
+) -> tuple[ray.train.Result, RankerInputs, np.ndarray, Path]:
     root = tmp_path_factory.mktemp("ranking-ray")
     path = root / "ranking.parquet"
     arrays, labels = write_ranking_set(path, np.random.default_rng(0))
@@ -137,6 +139,6 @@ def test_trained_ranker_learns_and_exports_with_parity(resumed_run: tuple) -> No
     for t in range(len(ENGAGEMENTS)):
         assert roc_auc_score(labels[TRAIN_ROWS:, t], logits[:, t]) > 0.7
     export_ranker(model, root / "export", negative_sample_rate=0.1)
-    session = inference_session(root / "export" / MODEL_FILE)
+    session = inference_session(root / "export" / RANKER_FILE)
     for batch in (1, 64, 512):
         assert max_parity_gap(model, session, held_out.take(slice(0, batch))) <= 1e-4

@@ -23,20 +23,22 @@ import ray.data
 import torch
 import yaml
 
+from pinfeed.artifacts.index import load_pin_index
+from pinfeed.artifacts.layout import QUERY_TOWER_FILE
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.retrieval import QUERY_TOWER_INPUTS
+from pinfeed.artifacts.retrieval import read_retrieval_manifest as read_manifest
 from pinfeed.home import ProjectHome
-from tests.integration.retrieval_home import build_tiny_home
-from training.ray_train import RayTrainSettings, fit, load_result_state
+from tests.support.homes import build_tiny_home
+from training.ray_train import RayOptions, RayTrainSettings, fit, load_result_state
 from training.retrieval.corpus import read_pin_corpus
 from training.retrieval.dataset import VariantRows, pin_sampling, sized_towers, weighted_rows
-from training.retrieval.export import QUERY_TOWER_FILE, example_query_inputs
-from training.retrieval.features import QUERY_TOWER_INPUTS, batch_from_table
-from training.retrieval.index import load_pin_index
+from training.retrieval.export import example_query_inputs, manifest_model_config
+from training.retrieval.features import batch_from_table
 from training.retrieval.job import embed_corpus_onnx, train_retrieval
-from training.retrieval.job_config import RayOptions, RetrievalJobConfig, RetrievalSettings
-from training.retrieval.manifest import read_manifest
+from training.retrieval.job_config import RetrievalJobConfig, RetrievalSettings
 from training.retrieval.model import RetrievalModel
 from training.retrieval.ray_loop import RetrievalLoopConfig, retrieval_loop
-from training.retrieval.session import inference_session
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3
@@ -125,7 +127,7 @@ def test_one_worker_job_exports_parity_and_index(ray_local: None, tiny_home: Pro
     assert {"pins.faiss", "pin_ids.npy", "training_set.json", "training.json"} <= set(
         manifest.files
     )
-    model = RetrievalModel(manifest.config)
+    model = RetrievalModel(manifest_model_config(manifest))
     state = _latest_state(out_dir)
     model.load_state_dict(state["model"])
     model.eval()
@@ -133,7 +135,7 @@ def test_one_worker_job_exports_parity_and_index(ray_local: None, tiny_home: Pro
     rows = batch_from_table(pq.read_table(tiny_home.training_sets / "retrieval.parquet"))
     real = (rows.user_id, rows.user_dense, rows.query_pin_id, rows.query_content)
     session = inference_session(out_dir / QUERY_TOWER_FILE, prefer_gpu=False)
-    for inputs in (real, example_query_inputs(manifest.config, 64)):
+    for inputs in (real, example_query_inputs(manifest_model_config(manifest), 64)):
         feeds = {n: t.numpy() for n, t in zip(QUERY_TOWER_INPUTS, inputs, strict=True)}
         with torch.no_grad():
             expected = model.query_tower(*inputs).numpy()
@@ -237,7 +239,7 @@ def test_ray_job_submit_runs_the_job(tiny_home: ProjectHome, tmp_path: Path) -> 
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout
     out_dir = tiny_home.artifacts / "submitted" / "retrieval"
-    assert read_manifest(out_dir).config.epochs == 1
+    assert manifest_model_config(read_manifest(out_dir)).epochs == 1
     assert load_pin_index(out_dir).exact
     shutil.rmtree(tiny_home.artifacts / "submitted")
 

@@ -34,8 +34,9 @@ from pinfeed.query_selection import (
     select_queries_batch,
 )
 from pinfeed.schema import SCHEMAS
-from tests.integration.test_feature_store import make_home, write_tables
-from tests.redis_server import RedisEndpoint
+from tests.support.homes import make_home
+from tests.support.redis import RedisEndpoint
+from tests.support.tables import write_tables
 
 T_CLUSTERS = datetime(2030, 1, 1, tzinfo=UTC)
 T1 = T_CLUSTERS + timedelta(days=1)

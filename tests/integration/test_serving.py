@@ -1,11 +1,12 @@
 """The serving app as a client meets it: real Ray Serve, real HTTP on loopback, a real project
 (tiny world, Feast SQLite online store, ONNX models trained and exported by the training code).
 
-One Serve app for the module. Covers: k distinct items with probabilities in [0, 1] and
-utilities equal to the weighted sum; cold start; a weight reload reordering without restart;
-bad input -> 4xx naming the field (hand cases and a schemathesis fuzz over the OpenAPI schema);
-feedback -> realtime reward -> the next request's query selection; acknowledged feedback
-surviving a SIGKILL of the feedback replica, which Serve replaces.
+One Serve app for the module, deployed declaratively like `serve run`. Covers: k distinct items
+with probabilities in [0, 1] and utilities equal to the weighted sum; cold start; a weight
+reload reordering without restart; a switch to another run under concurrent requests, none
+failing and each answer naming one run; bad input -> 4xx naming the field (hand cases and a
+schemathesis fuzz over the OpenAPI schema); feedback -> realtime reward -> the next request's
+query selection; acknowledged feedback surviving a SIGKILL of the feedback replica.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,27 +28,21 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from feature_repo.store import open_store
+from pinfeed.artifacts.runs import load_run
 from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig, UserClusters, select_queries
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import HeadWeights, UtilityWeights
-from serving.config import ActorOptions, DeploymentSettings, ServingConfig
-from serving.online import read_rows
-from tests.redis_server import free_port
-from tests.serving_artifacts import RUN_ID, shared_serving_home, users_with_clusters
+from serving.config import ServingConfig
+from serving.deploy import active_models
+from serving.stages.active import run_weights
+from serving.stages.online import read_rows
+from tests.support.homes import RUN_ID, RUN_ID_B, shared_serving_home, users_with_clusters
+from tests.support.serving import call, start_app
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-admin-token"
 SELECTION = SelectionConfig(policy="reward", n_queries=3, floor=0.05, seed=0)
-
-
-def deployments() -> tuple[DeploymentSettings, ...]:
-    """Everything at 0 CPUs: the test Ray has 2, and the controller and proxy need room."""
-    zero = ActorOptions(num_cpus=0)
-    return tuple(
-        DeploymentSettings(name=name, ray_actor_options=zero, max_ongoing_requests=16)
-        for name in ("Ingress", "Recommender", "Ranker", "FeedbackSink")
-    )
 
 
 @pytest.fixture(scope="module")
@@ -64,33 +59,13 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_url(ray_local: None, home: ProjectHome, state_dir: Path) -> Iterator[str]:
     from ray import serve
 
-    from serving.app import build_app, wait_healthy
-
     os.environ["PINFEED_ADMIN_TOKEN"] = TOKEN
     config = ServingConfig(
         home=home.root, run_id=RUN_ID, state_dir=state_dir, selection=SELECTION, candidates=200
     )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(config, deployments()), name="pinfeed", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url)
-    yield url
+    yield start_app(config)
     serve.shutdown()
     os.environ.pop("PINFEED_ADMIN_TOKEN", None)
-
-
-def call(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", **(headers or {})},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def recommend(base_url: str, request_id: int | None = None, **body: Any) -> dict[str, Any]:
@@ -100,21 +75,23 @@ def recommend(base_url: str, request_id: int | None = None, **body: Any) -> dict
     return answer
 
 
-def active_weights(state_dir: Path) -> np.ndarray:
-    raw = json.loads((state_dir / "utility.json").read_text())
-    return np.array([raw["weights"][head] for head in ENGAGEMENTS])
+def served_weights(home: ProjectHome) -> np.ndarray:
+    """[H] the utility weights the app serves (its user_config, else the run's own)."""
+    models = active_models()
+    weights = models.utility or run_weights(
+        home.artifacts / models.run_id / "ranking" / "utility.json"
+    )
+    return weights.weights.vector()
 
 
-def test_recommend_returns_k_distinct_scored_items(
-    base_url: str, home: ProjectHome, state_dir: Path
-) -> None:
+def test_recommend_returns_k_distinct_scored_items(base_url: str, home: ProjectHome) -> None:
     user = users_with_clusters(home)[0]
     answer = recommend(base_url, user_id=user, k=25)
     pins = [item["pin_id"] for item in answer["items"]]
     assert len(pins) == 25 and len(set(pins)) == 25
     assert not answer["degraded"] and not answer["cold_start"]
     assert answer["model_version"].startswith(f"{RUN_ID}:")
-    weights = active_weights(state_dir)
+    weights = served_weights(home)
     utilities = []
     for item in answer["items"]:
         probs = np.array([item["probs"][head] for head in ENGAGEMENTS])
@@ -188,6 +165,51 @@ def test_reload_weights_reorders_without_restart(base_url: str, home: ProjectHom
         },
         {"x-admin-token": TOKEN},
     )
+
+
+def test_switching_runs_under_load_fails_no_request_and_mixes_no_runs(
+    base_url: str, home: ProjectHome
+) -> None:
+    """Clients keep asking while `/admin/reload` switches to another run and back: every
+    request answers 200, each answer names exactly one of the two runs, and after each switch
+    the answers name the new run."""
+    versions = {run: load_run(home.artifacts, run).version for run in (RUN_ID, RUN_ID_B)}
+    assert versions[RUN_ID] != versions[RUN_ID_B]
+    user = users_with_clusters(home)[0]
+    stop = threading.Event()
+    answers: list[str] = []
+    failures: list[tuple[int, Any]] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            status, body = call(f"{base_url}/recommend", {"user_id": user, "k": 10})
+            if status == 200:
+                answers.append(body["model_version"])
+            else:
+                failures.append((status, body))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for run in (RUN_ID_B, RUN_ID):
+            before = len(answers)
+            status, reloaded = call(
+                f"{base_url}/admin/reload", {"run_id": run}, {"x-admin-token": TOKEN}
+            )
+            assert status == 200, reloaded
+            assert reloaded["model_version"].startswith(versions[run] + "+")
+            deadline = time.monotonic() + 20
+            while len(answers) < before + 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert answers[-1].startswith(versions[run] + "+"), answers[-5:]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not failures, failures[:3]
+    served = {version.split("+", 1)[0] for version in answers}
+    assert served == set(versions.values())
 
 
 def _expected_clusters(home: ProjectHome, user: int, request_id: int) -> set[int]:
@@ -313,14 +335,3 @@ def test_openapi_docs_served(base_url: str) -> None:
     with urllib.request.urlopen(f"{base_url}/openapi.json", timeout=10) as answer:
         paths = json.loads(answer.read())["paths"]
     assert {"/recommend", "/feedback", "/admin/reload", "/healthz"} <= set(paths)
-
-
-def test_serving_never_imports_torch() -> None:
-    """Static: no module under serving/ imports torch (Feast itself may, where installed)."""
-    import ast
-
-    for path in Path("serving").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-        assert not [n for n in names if n.split(".")[0] == "torch"], path

@@ -13,7 +13,7 @@ import pytest
 from pinfeed.errors import ConfigError
 from serving.app import CONFIG_FILE, fit_to_cluster
 from serving.config import load_serve_file
-from serving.feedback_log import FeedbackRecord, LocalFeedbackLog
+from serving.stages.feedback_log import FeedbackRecord, LocalFeedbackLog
 
 
 def test_shipped_config_validates_and_fills_batches(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_serving_imports_without_torch() -> None:
     soft-imports torch)."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import serving.app, serving.pipeline, serving.recommender, serving.ranker\n"
+        "import serving.app, serving.stages.pipeline, serving.deployments.recommender\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('torch.'))))\n"
     )
     result = subprocess.run(

@@ -3,30 +3,27 @@
 recorded is refused rather than acknowledged, and answers recover once Redis is back and
 re-materialised. Feedback goes to the Redis stream while Redis is configured.
 
-The Redis server is a `tests.redis_server.RedisProcess` owned by this module (the `own_redis`
+The Redis server is a `tests.support.redis.RedisProcess` owned by this module (the `own_redis`
 fixture's class, at module scope so the one Serve app of the module can use it throughout).
 """
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from feature_repo.store import materialize, open_store
 from pinfeed.events import read_event_set
 from pinfeed.home import ProjectHome
-from serving.config import ActorOptions, DeploymentSettings, ServingConfig
-from serving.feedback_log import RedisFeedbackLog
-from tests.redis_server import RedisProcess, free_port
-from tests.serving_artifacts import RUN_ID, shared_serving_home, users_with_clusters
+from serving.config import ServingConfig
+from serving.stages.feedback_log import RedisFeedbackLog
+from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
+from tests.support.redis import RedisProcess
+from tests.support.serving import call, start_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -61,8 +58,6 @@ def base_url(
 ) -> Iterator[str]:
     from ray import serve
 
-    from serving.app import build_app, wait_healthy
-
     config = ServingConfig(
         home=home.root,
         run_id=RUN_ID,
@@ -70,29 +65,8 @@ def base_url(
         state_dir=tmp_path_factory.mktemp("serving-faults-state"),
         candidates=200,
     )
-    zero = ActorOptions(num_cpus=0)
-    settings = tuple(
-        DeploymentSettings(name=name, ray_actor_options=zero)
-        for name in ("Ingress", "Recommender", "Ranker", "FeedbackSink")
-    )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(config, settings), name="pinfeed", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url)
-    yield url
+    yield start_app(config)
     serve.shutdown()
-
-
-def call(url: str, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_feedback_goes_to_the_redis_stream(

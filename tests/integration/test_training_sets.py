@@ -15,14 +15,15 @@ import pytest
 from feast import FeatureStore
 
 from feature_repo import store as feature_store
+from feature_repo.store import service_feature_names
 from pinfeed.events import EventSet, EventSetMeta
 from pinfeed.schema import CONVERSION_SCHEMA, IMPRESSION_SCHEMA, PIN_SCHEMA, USER_SCHEMA
-from tests.integration.test_feature_store import T0, make_home, write_tables
+from tests.support.homes import make_home
+from tests.support.tables import T0, write_tables
 from training.training_sets import (
     TrainingSetConfig,
     build_ranking_set,
     build_retrieval_set,
-    feature_names,
     ranking_examples,
     read_training_set_meta,
     retrieval_examples,
@@ -139,7 +140,7 @@ def test_retrieval_set_is_joined_point_in_time_and_records_its_metadata(
     assert list(by_kind["click", 7].query_pin_content__content_embedding) == [4.0, 5.0]
     meta = read_training_set_meta(path)
     assert meta.feature_service == "retrieval_v1"
-    assert meta.features == feature_names(store, "retrieval_v1")
+    assert meta.features == list(service_feature_names(store, "retrieval_v1"))
     assert set(meta.features) <= set(table.columns)
     assert (meta.start, meta.end, meta.rows) == (T0 + 12 * HOUR, T0 + 50 * HOUR, 4)
     assert json.loads((out / "retrieval.json").read_text())["rows"] == 4

@@ -10,22 +10,25 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from sklearn.metrics import average_precision_score
 
-from evaluation.ranking import FIGURE_FILE, evaluate_ranking
+from evaluation.ranking import (
+    FIGURE_FILE,
+    RankingEvalConfig,
+    evaluate_ranking,
+    ranking_run,
+    score_slice,
+)
 from evaluation.utility_search import UtilitySearchConfig, optimize_utility
+from pinfeed.artifacts.layout import UTILITY_FILE
 from pinfeed.home import ProjectHome
-from pinfeed.run import run_pipeline
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import load_utility_weights
-from tests.homes import make_home
-from training.ranking.job import (
-    UTILITY_FILE,
-    RankerOptions,
-    RankingJobConfig,
-    SplitConfig,
-    read_ranking_run,
-    train_ranking,
-)
+from pinfeed_cli.pipeline import run_pipeline
+from tests.support.homes import make_home
+from training.ranking.config import RankerOptions, RankingJobConfig, SplitConfig
+from training.ranking.job import train_ranking
+from training.ranking.record import read_ranking_run
 
 pytestmark = pytest.mark.slow  # a tiny world + two Ray Train fits: ~1 min on 2 busy cores
 
@@ -65,9 +68,9 @@ def test_run_records_split_rates_and_parity(trained: tuple[ProjectHome, Path]) -
 
 
 def test_report_shape_and_calibration(trained: tuple[ProjectHome, Path], tmp_path: Path) -> None:
-    home, run_dir = trained
+    home, _ = trained
     out = tmp_path / "reports" / "ranking.json"
-    report = evaluate_ranking(home, out, run_dir=run_dir)
+    report = evaluate_ranking(home, out, run_id="tiny")
     assert json.loads(out.read_text()) == report
     assert (out.parent / FIGURE_FILE).stat().st_size > 10_000
     mtl_keys = {"roc_auc", "pr_auc", "brier_raw", "brier_cal", "ece_raw", "ece_cal"}
@@ -76,20 +79,27 @@ def test_report_shape_and_calibration(trained: tuple[ProjectHome, Path], tmp_pat
         assert mtl_keys <= set(mtl) and {"roc_auc", "pr_auc"} <= set(single)
         assert mtl["ece_cal"] < mtl["ece_raw"], head
         assert mtl["brier_cal"] <= mtl["brier_raw"], head
-        assert 0.0 <= min(mtl["pr_auc"], single["pr_auc"]) <= 1.0  # tiny data: no skill bar
         # raw scores live on the sampled distribution: far above the stream's base rate
         assert mtl["mean_p_raw"] > 2 * mtl["base_rate"]
     assert report["rows"] > 0 and report["ece_bins"] == 15
 
 
-def test_search_writes_feasible_weights(trained: tuple[ProjectHome, Path], tmp_path: Path) -> None:
+def test_search_writes_weights_that_meet_the_constraints_on_rescoring(
+    trained: tuple[ProjectHome, Path], tmp_path: Path
+) -> None:
+    """The written weights, scored again here with sklearn on the validation days, keep every
+    constrained head at its threshold (the report's own flags are not trusted)."""
     home, run_dir = trained
     config = UtilitySearchConfig(trials=5, initialization_trials=3, bias_check_derived=())
     out = tmp_path / "utility.json"
-    report = optimize_utility(home, out, run_dir=run_dir, config=config)
-    assert report["best"]["constraints_met"] is True
-    assert report["best"]["long_click_pr_auc"] >= report["hand_picked"]["long_click_pr_auc"]
+    report = optimize_utility(home, out, run_id="tiny", config=config)
     chosen = load_utility_weights(run_dir / UTILITY_FILE)
+    layout = ranking_run(home, "tiny")
+    scores = score_slice(home, layout, "validation", RankingEvalConfig())
+    utility = scores.calibrated() @ chosen.weights.vector()
+    for head, limit in report["thresholds"].items():
+        t = ENGAGEMENTS.index(head)
+        assert average_precision_score(scores.labels[:, t], utility) >= limit - 1e-9, head
     assert chosen.source.startswith("ax")
     assert chosen.weights.model_dump() == pytest.approx(report["best"]["weights"])
     assert sum(chosen.weights.model_dump().values()) == pytest.approx(1.0)

@@ -9,20 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from pinfeed.artifacts.layout import RANKER_FILE as MODEL_FILE
+from pinfeed.artifacts.layout import RANKER_MANIFEST as MANIFEST_FILE
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.ranker import RANKER_INPUTS as INPUT_NAMES
+from pinfeed.artifacts.ranker import read_ranker_manifest as load_ranker_manifest
 from pinfeed.calibration import calibrate_logits
-from pinfeed.errors import ConfigError
+from pinfeed.errors import ConfigError, SchemaError
 from pinfeed.schema import ENGAGEMENTS
-from tests.model.ranking_data import EMBEDDING_DIM, NUM_TOPICS, synthetic_arrays
+from tests.support.ranking_data import EMBEDDING_DIM, NUM_TOPICS, synthetic_arrays
 from training.ranking.config import RankerConfig
-from training.ranking.export import (
-    MANIFEST_FILE,
-    MODEL_FILE,
-    export_ranker,
-    inference_session,
-    load_ranker_manifest,
-    max_parity_gap,
-)
-from training.ranking.features import DENSE_FEATURES, INPUT_NAMES
+from training.ranking.export import export_ranker, manifest_model_config, max_parity_gap
+from training.ranking.features import DENSE_FEATURES, SOURCE_COLUMNS
 from training.ranking.model import MultiTaskRanker
 
 
@@ -65,7 +63,10 @@ def test_manifest_records_heads_features_and_rates(exported: tuple[MultiTaskRank
     assert raw["heads"] == list(ENGAGEMENTS)
     assert raw["dense_features"] == list(DENSE_FEATURES)
     assert raw["negative_sample_rate"] == 0.1
+    assert raw["source_columns"] == SOURCE_COLUMNS
+    assert raw["log1p_features"] == sorted(set(raw["log1p_features"]))
     manifest = load_ranker_manifest(out_dir)
+    assert manifest_model_config(manifest) == exported[0].config
     np.testing.assert_allclose(manifest.calibration_rate_vector(), [0.3, 0.2, 0.25, 0.15])
     # Serving's path: logits -> calibrated probabilities with the manifest's rates.
     logits = np.zeros((2, 4))
@@ -79,7 +80,7 @@ def test_a_changed_model_file_is_refused(
     for name in (MODEL_FILE, MANIFEST_FILE):
         (tmp_path / name).write_bytes((exported[1] / name).read_bytes())
     (tmp_path / MODEL_FILE).write_bytes((tmp_path / MODEL_FILE).read_bytes() + b"\0")
-    with pytest.raises(ConfigError, match="sha256"):
+    with pytest.raises(SchemaError, match="SHA-256"):
         load_ranker_manifest(tmp_path)
 
 

@@ -10,24 +10,20 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from pinfeed.artifacts.layout import PIN_TOWER_FILE, QUERY_TOWER_FILE, sha256_file
+from pinfeed.artifacts.onnx import CPU, CUDA, inference_session, session_providers
+from pinfeed.artifacts.retrieval import PIN_TOWER_INPUTS, QUERY_TOWER_INPUTS
+from pinfeed.artifacts.retrieval import read_retrieval_manifest as read_manifest
 from pinfeed.errors import DataNotFoundError, SchemaError
 from training.retrieval.config import RetrievalConfig, TowerConfig
 from training.retrieval.export import (
-    PIN_TOWER_FILE,
-    QUERY_TOWER_FILE,
     example_pin_inputs,
     example_query_inputs,
     export_retrieval,
+    manifest_model_config,
 )
-from training.retrieval.features import (
-    PIN_DENSE_FEATURES,
-    PIN_TOWER_INPUTS,
-    QUERY_TOWER_INPUTS,
-    USER_DENSE_FEATURES,
-)
-from training.retrieval.manifest import read_manifest, sha256_file
+from training.retrieval.features import PIN_DENSE_FEATURES, USER_DENSE_FEATURES
 from training.retrieval.model import RetrievalModel
-from training.retrieval.session import CPU, CUDA, inference_session, session_providers
 
 TOLERANCE = 1e-4
 CONFIG = RetrievalConfig(
@@ -106,7 +102,11 @@ def test_manifest_records_the_contract(exported: tuple[RetrievalModel, Path]) ->
     assert manifest.content_dim == 32 and manifest.embedding_dim == 48
     assert set(manifest.versions) == {"torch", "onnx", "onnxruntime"}
     assert manifest.query_tower.sha256 == sha256_file(out_dir / QUERY_TOWER_FILE)
-    assert manifest.config == CONFIG
+    assert manifest_model_config(manifest) == CONFIG
+    assert (
+        manifest.query_tower.source_columns["user_dwell_mean_s"] == "user_dwell__user_dwell_mean_s"
+    )
+    assert manifest.pin_tower.source_columns["shoppable"] == "pin_content__shoppable"
 
 
 def test_tampered_file_is_refused(exported: tuple[RetrievalModel, Path], tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_tampered_file_is_refused(exported: tuple[RetrievalModel, Path], tmp_pat
         handle.write(b"\0")
     with pytest.raises(SchemaError, match="SHA-256"):
         read_manifest(tmp_path)
-    with pytest.raises(DataNotFoundError, match="pinfeed export"):
+    with pytest.raises(DataNotFoundError, match="pinfeed train retrieval"):
         read_manifest(tmp_path / "nowhere")
 
 

@@ -26,7 +26,7 @@ from feature_repo.pipeline.clusters import (
 from feature_repo.tables import CLUSTER_MEMBERS, USER_CLUSTERS
 from pinfeed.events import EventSet
 from pinfeed.schema import CONVERSION_SCHEMA
-from tests.data.test_features import DAY, START, hand_impressions, make_event_set, random_events
+from tests.support.events import DAY, START, hand_impressions, make_event_set, random_events
 
 T = START + 10 * DAY
 T_US = int(T.timestamp() * 1e6)

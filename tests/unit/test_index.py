@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
-from training.retrieval.config import IndexConfig
-from training.retrieval.index import (
+from pinfeed.artifacts.index import (
     ExactPinIndex,
     HnswPinIndex,
+    IndexConfig,
     build_pin_index,
     load_pin_index,
 )
+from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 
 CONFIG = IndexConfig(exact_max_pins=1000)
 
@@ -100,7 +100,7 @@ def test_save_load_round_trip(corpus: tuple[np.ndarray, ...], tmp_path: Path) ->
             index.search(queries, 20), loaded.search(queries, 20), strict=True
         ):
             assert np.array_equal(before, after)
-    with pytest.raises(DataNotFoundError, match="pinfeed export"):
+    with pytest.raises(DataNotFoundError, match="pinfeed train retrieval"):
         load_pin_index(tmp_path / "nowhere")
 
 

@@ -11,16 +11,9 @@ import torch
 
 from pinfeed.errors import SchemaError
 from pinfeed.utility import HeadWeights
+from training.features import CONTENT_EMBEDDING, LOG1P_FEATURES, QUERY_CONTENT_EMBEDDING, TOPIC
 from training.ranking.baseline import ImportanceWeightedLoss, baseline_targets
-from training.ranking.features import (
-    DENSE_FEATURES,
-    LOG1P_FEATURES,
-    PIN_EMBEDDING,
-    QUERY_EMBEDDING,
-    TOPIC,
-    label_array,
-    ranker_arrays,
-)
+from training.ranking.features import DENSE_FEATURES, label_array, ranker_arrays
 from training.ranking.loss import EqualWeightLoss, UncertaintyWeightedLoss, per_head_bce
 
 LOGITS = torch.tensor([[0.0, 2.0, -1.0, 0.0], [1.0, 0.0, 3.0, -2.0]])
@@ -75,11 +68,14 @@ def test_baseline_targets_take_the_most_important_engagement() -> None:
 
 
 def _frame(rows: int) -> pd.DataFrame:
-    frame = pd.DataFrame({name: np.arange(rows, dtype=np.float64) for name in DENSE_FEATURES})
+    """Column j of feature k holds 100 k + row, and the columns come in reversed order, so
+    stacking by position instead of by name would show."""
+    values = {name: 100.0 * k + np.arange(rows) for k, name in enumerate(DENSE_FEATURES)}
+    frame = pd.DataFrame(dict(reversed(values.items())))
     frame.loc[0, "user_dwell_mean_s"] = None
     frame[TOPIC] = [3] * rows
-    frame[PIN_EMBEDDING] = [[1.0, 0.0, 0.0]] * rows
-    frame[QUERY_EMBEDDING] = [None] + [[0.0, 1.0, 0.0]] * (rows - 1)
+    frame[CONTENT_EMBEDDING] = [[1.0, 0.0, 0.0]] * rows
+    frame[QUERY_CONTENT_EMBEDDING] = [None] + [[0.0, 1.0, 0.0]] * (rows - 1)
     for label in ("closeup", "save", "click", "long_click"):
         frame[label] = [True, False, False][:rows]
     return frame
@@ -88,7 +84,7 @@ def _frame(rows: int) -> pd.DataFrame:
 def test_ranker_arrays_stack_columns_in_feature_order() -> None:
     arrays = ranker_arrays(_frame(3), embedding_dim=3)
     assert arrays.dense.shape == (3, len(DENSE_FEATURES)) and arrays.dense.dtype == np.float32
-    np.testing.assert_array_equal(arrays.dense[2], np.full(len(DENSE_FEATURES), 2.0))
+    np.testing.assert_array_equal(arrays.dense[2], 100.0 * np.arange(len(DENSE_FEATURES)) + 2.0)
     assert np.isnan(arrays.dense[0, DENSE_FEATURES.index("user_dwell_mean_s")])
     np.testing.assert_array_equal(arrays.query_embedding[0], [0, 0, 0])  # no query pin
     assert label_array(_frame(3)).tolist()[0] == [1, 1, 1, 1]

@@ -8,11 +8,13 @@ the information loss the multi-task model removes. Negatives weigh 1.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pinfeed.errors import SchemaError
+from pinfeed.errors import DataNotFoundError, SchemaError
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import HeadWeights
 from training.ranking.config import RankerConfig
@@ -67,3 +69,21 @@ class ImportanceWeightedLoss(nn.Module):
         target, weight = baseline_targets(labels, self.importance)
         losses = F.binary_cross_entropy_with_logits(logits.squeeze(1), target, reduction="none")
         return (weight * losses).mean()
+
+
+def save_baseline(model: BaselineRanker, path: Path) -> Path:
+    """The baseline's config and weights (evaluation reads them; serving never does)."""
+    torch.save({"config": model.config.model_dump(), "state": model.state_dict()}, path)
+    return path
+
+
+def load_baseline(path: Path) -> BaselineRanker:
+    """A baseline saved by `save_baseline`, in eval mode."""
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"{path}: no single-head baseline; train with `pinfeed train ranking`"
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model = BaselineRanker(RankerConfig.model_validate(saved["config"]))
+    model.load_state_dict(saved["state"])
+    return model.eval()

@@ -1,4 +1,5 @@
-"""Typed, frozen configuration of the ranking model, its loss, its baseline and its training.
+"""Typed, frozen configuration of the ranking model, its loss, its baseline and its training
+job (the `training:` section of configs/ranking.yaml).
 
 Loaded once at the edge (CLI, Ray job) and passed down; a typo in a key fails loudly
 (`extra="forbid"`). `embedding_dim` and `num_topics` come from the data (the event set's
@@ -7,18 +8,20 @@ Loaded once at the edge (CLI, Ray job) and passed down; a typo in a key fails lo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from pinfeed.config import FrozenModel, load_yaml_section
 from pinfeed.utility import HeadWeights
+from training.ray_train import RayOptions
+
+CONFIG_SECTIONS = ("training", "evaluation", "utility")
+"""Top-level keys of configs/ranking.yaml; each job validates its own section."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RankerConfig(_Frozen):
+class RankerConfig(FrozenModel):
     """Shapes of the shared layers and the heads (notation in `training.ranking.model`)."""
 
     embedding_dim: int = Field(gt=0, description="D: length of a pin content embedding.")
@@ -33,7 +36,7 @@ class RankerConfig(_Frozen):
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout after each shared layer.")
 
 
-class LossConfig(_Frozen):
+class LossConfig(FrozenModel):
     """How the four per-head losses are combined."""
 
     weighting: Literal["equal", "uncertainty"] = Field(
@@ -42,7 +45,7 @@ class LossConfig(_Frozen):
     )
 
 
-class BaselineConfig(_Frozen):
+class BaselineConfig(FrozenModel):
     """The single-head "any engagement" baseline: per-type importance weights of positives."""
 
     importance: HeadWeights = Field(
@@ -51,7 +54,7 @@ class BaselineConfig(_Frozen):
     )
 
 
-class RankingTrainConfig(_Frozen):
+class RankingTrainConfig(FrozenModel):
     """One ranking training run."""
 
     model: RankerConfig
@@ -64,3 +67,42 @@ class RankingTrainConfig(_Frozen):
     batch_size: int = Field(1024, gt=0)
     epochs: int = Field(5, gt=0)
     seed: int = 0
+
+
+class RankerOptions(FrozenModel):
+    """The ranker's shape minus what the data fixes (embedding length, topic count)."""
+
+    topic_dim: int = Field(8, gt=0)
+    hidden_dims: tuple[int, ...] = Field((256, 128), min_length=1)
+    head_dim: int = Field(32, ge=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class SplitConfig(FrozenModel):
+    """Held-out days at the end of the event period (training uses everything before)."""
+
+    validation_days: int = Field(2, ge=1, description="Tune the utility weights on these.")
+    test_days: int = Field(2, ge=1, description="The report's un-downsampled impressions.")
+
+
+class RankingJobConfig(FrozenModel):
+    """The `training:` section of configs/ranking.yaml."""
+
+    run_id: str | None = Field(
+        None, description="Artifacts run to write; default: the run `train retrieval` made."
+    )
+    model: RankerOptions = RankerOptions()
+    loss: LossConfig = LossConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(1024, gt=0)
+    epochs: int = Field(5, gt=0)
+    seed: int = 0
+    split: SplitConfig = SplitConfig()
+    ray: RayOptions = RayOptions()
+
+
+def load_job_config(path: Path) -> RankingJobConfig:
+    """The `training:` section of `path`, validated; errors name the field."""
+    return load_yaml_section(path, "training", RankingJobConfig, CONFIG_SECTIONS)

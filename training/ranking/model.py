@@ -4,7 +4,7 @@ head per engagement (closeup, save, click, long_click).
 Notation: B rows (candidates), F dense features (`features.DENSE_FEATURES`), D content
 embedding length, T topic embedding width, H = 4 heads in `pinfeed.schema.ENGAGEMENTS` order.
 
-    dense [B, F] ─ DenseArch (nan->0, log1p, standardise) ─┐
+    dense [B, F] ─ DenseTransform (nan->0, log1p, standardise) ┐
     topic [B] ──── topic embedding [B, T] ──────────────────┤
     pin_embedding [B, D] ──┬───────────────────────────────┤ concat ─ shared MLP ─ heads ─ [B, H]
     query_embedding [B, D] ┴ CrossArch (cosine, product) ───┘
@@ -20,38 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pinfeed.schema import ENGAGEMENTS
+from training.dense import DenseTransform
 from training.ranking.config import RankerConfig
-from training.ranking.features import DENSE_FEATURES, log1p_mask
+from training.ranking.features import DENSE_FEATURES
 
 HEADS = ENGAGEMENTS
-
-
-class DenseArch(nn.Module):
-    """Raw dense features [B, F] -> standardised [B, F]. Missing values (NaN) become 0 before
-    the log1p of counts and durations; mean and std are buffers set by `fit` on training data,
-    so they travel inside the checkpoint and the ONNX graph."""
-
-    def __init__(self, num_features: int = len(DENSE_FEATURES)) -> None:
-        super().__init__()
-        self.register_buffer("log1p", torch.from_numpy(log1p_mask()))
-        self.register_buffer("mean", torch.zeros(num_features))
-        self.register_buffer("std", torch.ones(num_features))
-
-    def transform(self, dense: Tensor) -> Tensor:
-        """nan -> 0, then log1p(max(x, 0)) on the count/duration columns; [B, F] -> [B, F]."""
-        dense = torch.where(torch.isnan(dense), torch.zeros_like(dense), dense)
-        return torch.where(self.log1p, torch.log1p(dense.clamp_min(0.0)), dense)
-
-    @torch.no_grad()
-    def fit(self, dense: Tensor) -> None:
-        """Set the standardisation from training rows [N, F] (constant columns keep std 1)."""
-        values = self.transform(dense)
-        self.mean.copy_(values.mean(dim=0))
-        std = values.std(dim=0)
-        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
-
-    def forward(self, dense: Tensor) -> Tensor:
-        return (self.transform(dense) - self.mean) / self.std
 
 
 class CrossArch(nn.Module):
@@ -71,7 +44,7 @@ class SharedArch(nn.Module):
     def __init__(self, config: RankerConfig) -> None:
         super().__init__()
         self.num_topics = config.num_topics
-        self.dense = DenseArch()
+        self.dense = DenseTransform(DENSE_FEATURES, standardize=True)
         self.cross = CrossArch()
         # One extra row: topic ids outside [0, num_topics) (new topics, nulls as -1).
         self.topic = nn.Embedding(config.num_topics + 1, config.topic_dim)

@@ -30,14 +30,15 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from pinfeed.artifacts.ranker import RANKER_INPUTS
+from pinfeed.config import FrozenModel
 from pinfeed.errors import DataNotFoundError
 from pinfeed.utility import HeadWeights
 from training.ranking.baseline import BaselineRanker, ImportanceWeightedLoss
 from training.ranking.config import RankerConfig, RankingTrainConfig
-from training.ranking.features import INPUT_NAMES, label_array, ranker_arrays
+from training.ranking.features import label_array, ranker_arrays
 from training.ranking.loss import build_loss
 from training.ranking.model import MultiTaskRanker
 from training.ranking.steps import RankerBatch, train_step
@@ -48,10 +49,8 @@ TRAIN_DATASET = "train"
 _SHUFFLE_BUFFER = 8_192
 
 
-class RankingLoopConfig(BaseModel):
+class RankingLoopConfig(FrozenModel):
     """What every worker needs besides the initial weights (sent as a dict through Ray)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ModelKind
     train: RankingTrainConfig
@@ -87,7 +86,9 @@ def ranking_dataset(
 ) -> ray.data.Dataset:
     """The training rows of `path` stamped in [start, end), prepared and materialised."""
     if not path.is_file():
-        raise DataNotFoundError(f"{path}: no ranking training set; run `pinfeed run` first")
+        raise DataNotFoundError(
+            f"{path}: no ranking training set; build it with `pinfeed features training-sets`"
+        )
     return (
         ray.data.read_parquet(str(path.resolve()))
         .map_batches(
@@ -116,13 +117,13 @@ def _run_epoch(
     losses, rows = [], 0
     batches = shard.iter_torch_batches(
         batch_size=batch_size,
-        dtypes={name: torch.int64 if name == "topic" else torch.float32 for name in INPUT_NAMES}
+        dtypes={name: torch.int64 if name == "topic" else torch.float32 for name in RANKER_INPUTS}
         | {"labels": torch.float32},
         local_shuffle_buffer_size=_SHUFFLE_BUFFER,
         local_shuffle_seed=seed,
     )
     for columns in batches:
-        batch = RankerBatch(**{name: columns[name] for name in (*INPUT_NAMES, "labels")})
+        batch = RankerBatch(**{name: columns[name] for name in (*RANKER_INPUTS, "labels")})
         losses.append(train_step(model, loss_fn, optimizer, batch))
         rows += int(batch.labels.shape[0])
     return (float(np.mean(losses)) if losses else float("nan")), rows

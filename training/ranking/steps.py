@@ -1,5 +1,5 @@
 """Pure training and inference steps over one batch, with no Ray in sight: the Ray Train loop
-(later) calls these per shard batch, and the tests call them directly."""
+calls these per shard batch, and the tests call them directly."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from training.ranking.features import RankerArrays
+from pinfeed.artifacts.ranker import RankerInputs
 
 
 @dataclass(frozen=True)
 class RankerBatch:
-    """Model inputs as tensors (shapes in `training.ranking.features`) plus labels [B, H]."""
+    """Model inputs as tensors (shapes in `pinfeed.artifacts.ranker`) plus labels [B, H]."""
 
     dense: Tensor
     topic: Tensor
@@ -24,7 +24,7 @@ class RankerBatch:
     labels: Tensor
 
     @classmethod
-    def from_arrays(cls, arrays: RankerArrays, labels: NDArray[np.float32]) -> RankerBatch:
+    def from_arrays(cls, arrays: RankerInputs, labels: NDArray[np.float32]) -> RankerBatch:
         return cls(
             *(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays.as_tuple()),
             labels=torch.from_numpy(np.asarray(labels, dtype=np.float32)),
@@ -49,7 +49,7 @@ def train_step(
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, arrays: RankerArrays, batch_size: int = 4096
+    model: nn.Module, arrays: RankerInputs, batch_size: int = 4096
 ) -> NDArray[np.float32]:
     """Logits [N, H] for every row, in eval mode, batch by batch."""
     model.eval()

@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from pinfeed.artifacts.index import IndexConfig
+from pinfeed.config import FrozenModel
 from pinfeed.errors import ConfigError
+from pinfeed.schema import UNKNOWN_TOPIC
 
 Variant = Literal[
     "conversions_only",
@@ -31,11 +34,7 @@ Variant = Literal[
 """
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PositiveWeightConfig(_Frozen):
+class PositiveWeightConfig(FrozenModel):
     """Per-example weights of the positive kinds (see `training.retrieval.weights`)."""
 
     alpha: float = Field(0.5, ge=0.0, description="Weight of a click at or past t_max dwell.")
@@ -48,7 +47,7 @@ class PositiveWeightConfig(_Frozen):
     )
 
 
-class TowerConfig(_Frozen):
+class TowerConfig(FrozenModel):
     """Shapes of both towers. Embedding tables are sized from the data (`from_data`)."""
 
     n_user_buckets: int = Field(gt=0, description="Rows of the user id table (ids mod this).")
@@ -73,36 +72,31 @@ class TowerConfig(_Frozen):
 
         Ids are taken mod the table size; with the dense ids the generator and importer
         assign (0..n-1) that is the identity, and an id never seen (a new pin at serving
-        time) shares a row with an old one instead of failing.
+        time) shares a row with an old one instead of failing. A topic may be
+        `UNKNOWN_TOPIC` (-1: an imported pin without enough co-engagement to place it); the
+        towers give it its own row, so only known topics size the table.
         """
-        for name, ids in (("user_id", user_ids), ("pin_id", pin_ids), ("topic", topics)):
+        for name, ids in (("user_id", user_ids), ("pin_id", pin_ids)):
             if len(ids) == 0:
                 raise ConfigError(f"{name}: no ids to size the embedding table from")
             if int(np.min(ids)) < 0:
                 raise ConfigError(f"{name}: negative id {int(np.min(ids))}; ids must be >= 0")
+        topics = np.asarray(topics)
+        if len(topics) and int(np.min(topics)) < UNKNOWN_TOPIC:
+            raise ConfigError(
+                f"topic: id {int(np.min(topics))}; topics are >= 0, or {UNKNOWN_TOPIC} for unknown"
+            )
+        known = topics[topics >= 0]
         return cls(
             n_user_buckets=int(np.max(user_ids)) + 1,
             n_pin_buckets=int(np.max(pin_ids)) + 1,
-            n_topics=int(np.max(topics)) + 1,
+            n_topics=int(np.max(known)) + 1 if len(known) else 1,
             content_dim=content_dim,
             **overrides,
         )
 
 
-class IndexConfig(_Frozen):
-    """Which faiss index holds the pin corpus (see `training.retrieval.index`)."""
-
-    exact_max_pins: int = Field(
-        50_000, ge=0, description="Corpora up to this size use exact IndexFlatIP; larger use HNSW."
-    )
-    hnsw_m: int = Field(32, gt=1, description="HNSW graph degree (memory vs recall).")
-    hnsw_ef_construction: int = Field(200, gt=0, description="HNSW build-time beam width.")
-    hnsw_ef_search: int = Field(
-        256, gt=0, description="HNSW query-time beam width; raised to k+exclusions when smaller."
-    )
-
-
-class RetrievalConfig(_Frozen):
+class RetrievalConfig(FrozenModel):
     """Everything one retrieval training run needs besides its data."""
 
     towers: TowerConfig

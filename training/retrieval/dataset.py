@@ -72,7 +72,7 @@ def read_training_set(path: Path, columns: tuple[str, ...] | None = None) -> pa.
     """The retrieval training set parquet (optionally only `columns`), or DataNotFoundError."""
     if not path.is_file():
         raise DataNotFoundError(
-            f"{path}: no retrieval training set; run `pinfeed run` or `pinfeed features build`"
+            f"{path}: no retrieval training set; build it with `pinfeed features training-sets`"
         )
     return pq.read_table(path, columns=list(columns) if columns else None)
 

@@ -6,8 +6,8 @@ Exporter choice (checked on torch 2.13): both `dynamo=True` (torch.export + onnx
 (`[batch, E]` instead of a symbolic name) and the TorchScript exporter is deprecated. Each
 tower takes about 2 s to export this way versus 0.1 s traced.
 
-Layout written to `out_dir`: `query_tower.onnx`, `pin_tower.onnx`, `manifest.json`. The
-lead's artifact layout may put these under `artifacts/<run>/retrieval/`.
+Written to a run's `retrieval/` folder (`pinfeed.artifacts.layout`): `query_tower.onnx`,
+`pin_tower.onnx`, `manifest.json` (`pinfeed.artifacts.retrieval.RetrievalManifest`).
 """
 
 from __future__ import annotations
@@ -19,27 +19,24 @@ import onnxruntime
 import torch
 from torch import nn
 
-from training.retrieval.config import RetrievalConfig
-from training.retrieval.features import (
-    LOG1P_FEATURES,
-    PIN_DENSE_FEATURES,
+from pinfeed.artifacts.layout import PIN_TOWER_FILE, QUERY_TOWER_FILE, sha256_file
+from pinfeed.artifacts.retrieval import (
+    BATCH_AXIS,
+    PIN_OUTPUT,
     PIN_TOWER_INPUTS,
+    QUERY_OUTPUT,
     QUERY_TOWER_INPUTS,
-    USER_DENSE_FEATURES,
-)
-from training.retrieval.manifest import (
     RetrievalManifest,
     TensorSpec,
     TowerArtifact,
-    sha256_file,
-    write_manifest,
+    write_retrieval_manifest,
 )
+from training.features import log1p_features, source_columns
+from training.retrieval.config import RetrievalConfig
+from training.retrieval.features import PIN_DENSE_FEATURES, USER_DENSE_FEATURES
 from training.retrieval.model import RetrievalModel
 
 ONNX_OPSET = 18
-QUERY_TOWER_FILE = "query_tower.onnx"
-PIN_TOWER_FILE = "pin_tower.onnx"
-BATCH_AXIS = "batch"
 
 
 def example_query_inputs(config: RetrievalConfig, batch_size: int) -> tuple[torch.Tensor, ...]:
@@ -112,6 +109,7 @@ def _tower_artifact(
         inputs=_specs(names, example),
         outputs=(output,),
         dense_features=dense_features,
+        source_columns=source_columns(dense_features),
     )
 
 
@@ -125,26 +123,24 @@ def export_retrieval(
     pin_example = example_pin_inputs(config, 2)
     query_path, pin_path = out_dir / QUERY_TOWER_FILE, out_dir / PIN_TOWER_FILE
     with torch.no_grad():
-        export_tower(
-            model.query_tower, query_example, QUERY_TOWER_INPUTS, "query_embedding", query_path
-        )
-        export_tower(model.pin_tower, pin_example, PIN_TOWER_INPUTS, "pin_embedding", pin_path)
+        export_tower(model.query_tower, query_example, QUERY_TOWER_INPUTS, QUERY_OUTPUT, query_path)
+        export_tower(model.pin_tower, pin_example, PIN_TOWER_INPUTS, PIN_OUTPUT, pin_path)
     manifest = RetrievalManifest(
         query_tower=_tower_artifact(
             query_path,
             QUERY_TOWER_INPUTS,
             query_example,
-            TensorSpec(name="query_embedding", dtype="float32", shape=(BATCH_AXIS, width)),
+            TensorSpec(name=QUERY_OUTPUT, dtype="float32", shape=(BATCH_AXIS, width)),
             USER_DENSE_FEATURES,
         ),
         pin_tower=_tower_artifact(
             pin_path,
             PIN_TOWER_INPUTS,
             pin_example,
-            TensorSpec(name="pin_embedding", dtype="float32", shape=(BATCH_AXIS, width)),
+            TensorSpec(name=PIN_OUTPUT, dtype="float32", shape=(BATCH_AXIS, width)),
             PIN_DENSE_FEATURES,
         ),
-        log1p_features=tuple(sorted(LOG1P_FEATURES)),
+        log1p_features=log1p_features((*USER_DENSE_FEATURES, *PIN_DENSE_FEATURES)),
         content_dim=config.towers.content_dim,
         embedding_dim=width,
         opset=ONNX_OPSET,
@@ -154,7 +150,12 @@ def export_retrieval(
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
-        config=config,
+        training_config=config.model_dump(mode="json"),
     )
-    write_manifest(manifest, out_dir)
+    write_retrieval_manifest(manifest, out_dir)
     return manifest
+
+
+def manifest_model_config(manifest: RetrievalManifest) -> RetrievalConfig:
+    """The model config a manifest was exported with (to rebuild the towers in torch)."""
+    return RetrievalConfig.model_validate(manifest.training_config)

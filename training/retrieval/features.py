@@ -1,9 +1,10 @@
 """The retrieval model's inputs: feature order, the batch type, and table -> tensors.
 
-The order of the dense features is part of the contract with serving (the manifest records
-it): column k of `user_dense` is always `USER_DENSE_FEATURES[k]`. Raw values go in; the
-towers apply `log1p` to the heavy-tailed columns (`LOG1P_FEATURES`) themselves, so training
-and serving cannot disagree on the transform.
+Feature names and order come from `training.features` (derived from the table contract) and are
+recorded in the manifest with their source columns: column k of `user_dense` is always
+`USER_DENSE_FEATURES[k]`. Raw values go in; the towers log1p the heavy-tailed columns
+themselves (`training.dense.DenseTransform`), so training and serving cannot disagree on the
+transform.
 
 Notation: B batch size, D content embedding width.
 """
@@ -17,43 +18,22 @@ import pyarrow as pa
 import torch
 
 from pinfeed.errors import SchemaError
-from training.feature_names import USER_DENSE_FEATURES
+from training.features import (
+    CONTENT_EMBEDDING,
+    PIN_ACTIVITY_FEATURES,
+    QUERY_CONTENT_EMBEDDING,
+    SHOPPABLE,
+    TOPIC,
+    USER_DENSE_FEATURES,
+    source_column,
+)
 
-PIN_DENSE_FEATURES: tuple[str, ...] = (
-    "pin_impressions_30d",
-    "pin_closeup_rate_30d",
-    "pin_save_rate_30d",
-    "pin_click_rate_30d",
-    "pin_long_click_rate_30d",
-    "pin_conversion_rate_30d",
-    "pin_age_days",
-    "shoppable",
-)
-LOG1P_FEATURES: frozenset[str] = frozenset(
-    {
-        "user_impressions_7d",
-        "user_impressions_30d",
-        "user_conversions_30d",
-        "user_clicks_30d",
-        "user_dwell_mean_s",
-        "user_dwell_median_s",
-        "pin_impressions_30d",
-        "pin_age_days",
-    }
-)
-"""Counts, seconds and ages: heavy-tailed, so the towers see log1p(max(x, 0))."""
+PIN_DENSE_FEATURES: tuple[str, ...] = (*PIN_ACTIVITY_FEATURES, SHOPPABLE)
+"""The pin tower's 8 dense features: pin activity, then the shoppable flag."""
 
 POSITIVE_KINDS: tuple[str, ...] = ("conversion", "click", "save")
 """`positive_kind` values; a kind's code is its position here."""
 KIND_CONVERSION, KIND_CLICK, KIND_SAVE = 0, 1, 2
-
-QUERY_TOWER_INPUTS: tuple[str, ...] = ("user_id", "user_dense", "query_pin_id", "query_content")
-PIN_TOWER_INPUTS: tuple[str, ...] = ("pin_id", "pin_dense", "pin_content", "topic")
-
-
-def log1p_mask(names: tuple[str, ...]) -> torch.Tensor:
-    """[F] bool: which of `names` go through log1p."""
-    return torch.tensor([name in LOG1P_FEATURES for name in names], dtype=torch.bool)
 
 
 @dataclass(frozen=True)
@@ -100,38 +80,23 @@ def encode_kinds(kinds: np.ndarray | list[str]) -> np.ndarray:
     return codes
 
 
-COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
-    "content_embedding": ("pin_content__content_embedding", "content_embedding"),
-    "query_content_embedding": (
-        "query_pin_content__content_embedding",
-        "query_content_embedding",
-    ),
-    "topic": ("pin_content__topic", "topic"),
-    "shoppable": ("pin_content__shoppable", "shoppable"),
-}
-"""Where a feature may sit in a training set, in order of preference. The training sets use
-Feast's full names (`view__feature`); the candidate's and the query pin's content share
-feature names, so those are spelled out and nothing else will do (a suffix match would
-silently read the query pin's topic). Any other feature is found by its bare name or as the
-one column ending in `__<name>`."""
-
 MISSING_ID = -1
 """Stands for a null id (a positive without a query pin): the towers give it its own row."""
 
 
 def resolve_column(columns: list[str], feature: str) -> str:
-    """The column of `columns` that holds `feature` (see `COLUMN_ALIASES`)."""
-    aliases = COLUMN_ALIASES.get(feature)
-    for candidate in aliases or (feature,):
+    """The column of `columns` holding `feature`: its Feast full name (`training.features`), or
+    the bare name (hand-built tables, the row's own columns such as `user_id`)."""
+    try:
+        candidates: tuple[str, ...] = (source_column(feature), feature)
+    except KeyError:
+        candidates = (feature,)
+    for candidate in candidates:
         if candidate in columns:
             return candidate
-    if aliases:
-        raise SchemaError(f"retrieval training set: no column for {feature!r}; expected {aliases}")
-    suffixed = [name for name in columns if name.endswith(f"__{feature}")]
-    if len(suffixed) == 1:
-        return suffixed[0]
-    found = f"several: {suffixed}" if suffixed else "none"
-    raise SchemaError(f"retrieval training set: no single column for {feature!r} ({found})")
+    raise SchemaError(
+        f"retrieval training set: no column for {feature!r}; expected one of {candidates}"
+    )
 
 
 def _embedding_matrix(column: pa.ChunkedArray, name: str) -> np.ndarray:
@@ -177,13 +142,13 @@ def batch_from_table(table: pa.Table) -> RetrievalBatch:
         pin_id=_ids(column("pin_id")),
         user_dense=dense(USER_DENSE_FEATURES),
         query_content=torch.from_numpy(
-            _embedding_matrix(column("query_content_embedding"), "query_content_embedding")
+            _embedding_matrix(column(QUERY_CONTENT_EMBEDDING), QUERY_CONTENT_EMBEDDING)
         ),
         pin_dense=dense(PIN_DENSE_FEATURES),
         pin_content=torch.from_numpy(
-            _embedding_matrix(column("content_embedding"), "content_embedding")
+            _embedding_matrix(column(CONTENT_EMBEDDING), CONTENT_EMBEDDING)
         ),
-        topic=_ids(column("topic")),
+        topic=_ids(column(TOPIC)),
         kind=torch.from_numpy(encode_kinds(kinds)),
         dwell_s=torch.from_numpy(_floats(column("click_dwell_s"))),
     )

@@ -3,12 +3,12 @@
     training set --ray.data.read_parquet--> variant's positive rows --> Ray Train (retrieval_loop)
     --> latest checkpoint --> ONNX towers + manifest --> pin tower over every pin --> faiss index
 
-Everything lands in `<home>/artifacts/<run_id>/retrieval/`: `query_tower.onnx`,
-`pin_tower.onnx`, `pins.faiss`, `pin_ids.npy`, `pin_index.json`, `training_set.json` (which
-data, which feature service), `training.json` (the run's last metrics) and `manifest.json`,
-which hashes every other file. Checkpoints go to `<home>/artifacts/<run_id>/checkpoints/`
-unless the job config names shared storage (needed on a multi-node cluster, as is a data path
-every node can read).
+Everything lands in the run's `retrieval/` folder (`pinfeed.artifacts.layout`): both towers,
+the pin index, `training_set.json` (which data, which feature service), `training.json` (the
+run's last metrics) and `manifest.json`, which hashes every other file. Without a run id the
+job starts a new run (`pinfeed.artifacts.runs.run_for_retrieval`); `train ranking` then joins
+it. Checkpoints go to the run's `checkpoints/` unless the job config names shared storage
+(needed on a multi-node cluster, as is a data path every node can read).
 
 The index is built from the exported ONNX pin tower, the very file serving loads, so what the
 index holds and what serving would compute for a pin cannot drift apart.
@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import ray.data
 
+from pinfeed.artifacts.index import build_pin_index
+from pinfeed.artifacts.layout import PIN_TOWER_FILE, RETRIEVAL_SUMMARY, TRAINING_SET_FILE
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.retrieval import (
+    PIN_TOWER_INPUTS,
+    RetrievalManifest,
+    with_files,
+    write_retrieval_manifest,
+)
+from pinfeed.artifacts.runs import run_for_retrieval
 from pinfeed.home import ProjectHome
 from training.ray_train import ensure_ray, fit, load_result_state
 from training.retrieval.config import RetrievalConfig
@@ -38,23 +46,11 @@ from training.retrieval.dataset import (
     sized_towers,
     weighted_rows,
 )
-from training.retrieval.export import PIN_TOWER_FILE, export_retrieval
-from training.retrieval.features import PIN_TOWER_INPUTS
-from training.retrieval.index import build_pin_index
+from training.retrieval.export import export_retrieval
 from training.retrieval.job_config import RetrievalJobConfig, load_job_config
-from training.retrieval.manifest import RetrievalManifest, with_files, write_manifest
 from training.retrieval.model import RetrievalModel
 from training.retrieval.ray_loop import RetrievalLoopConfig, retrieval_loop
-from training.retrieval.session import inference_session
-
-RETRIEVAL_SET = "retrieval.parquet"
-TRAINING_SET_META = "training_set.json"
-TRAINING_SUMMARY = "training.json"
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: UTC timestamp plus 6 hex digits."""
-    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+from training.training_sets import RETRIEVAL_NAME
 
 
 def embed_corpus_onnx(
@@ -85,7 +81,7 @@ def export_and_index(
     embeddings = embed_corpus_onnx(out_dir / PIN_TOWER_FILE, corpus)
     index = build_pin_index(corpus.pin_id.numpy(), embeddings, config.index)
     manifest = with_files(manifest, out_dir, [*index.save(out_dir), *extra_files])
-    write_manifest(manifest, out_dir)
+    write_retrieval_manifest(manifest, out_dir)
     return manifest
 
 
@@ -97,11 +93,11 @@ def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path)
     """Train on `<home>/data/training_sets/retrieval.parquet` with Ray Train, export and index.
 
     Connects to the cluster in RAY_ADDRESS (as under `ray job submit`) or starts a local Ray.
-    Returns the artifacts folder `<home>/artifacts/<run_id>/retrieval`.
+    Returns the run's retrieval folder `<home>/artifacts/<run_id>/retrieval`.
     """
     job = _job_config(config)
     home = home if isinstance(home, ProjectHome) else ProjectHome(Path(home).resolve())
-    set_path = home.training_sets / RETRIEVAL_SET
+    set_path = home.training_sets / f"{RETRIEVAL_NAME}.parquet"
     columns = read_training_set(set_path, WEIGHT_COLUMNS)
     corpus = read_pin_corpus(home.features)
     towers = sized_towers(
@@ -111,9 +107,8 @@ def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path)
     )
     model_config = job.model.sized(towers)
     sampling = pin_sampling(weighted_rows(columns, model_config), towers.n_pin_buckets)
-    run_id = job.run_id or new_run_id()
-    run_dir = home.artifacts / run_id
-    settings = job.ray.settings(f"retrieval-{run_id}", run_dir / "checkpoints")
+    run = run_for_retrieval(home.artifacts, job.run_id)
+    settings = job.ray.settings(f"retrieval-{run.run_id}", run.checkpoints)
     ensure_ray()
     dataset = ray.data.read_parquet(str(set_path)).map_batches(
         VariantRows(model_config), batch_format="pyarrow"
@@ -123,32 +118,15 @@ def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path)
     state = load_result_state(result)
     model = RetrievalModel(model_config)
     model.load_state_dict(state["model"])
-    out_dir = run_dir / "retrieval"
+    out_dir = run.retrieval
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(set_path.with_suffix(".json"), out_dir / TRAINING_SET_META)
+    shutil.copyfile(set_path.with_suffix(".json"), out_dir / TRAINING_SET_FILE)
     summary = {
-        "run_id": run_id,
+        "run_id": run.run_id,
         "metrics": result.metrics,
         "ray": settings.model_dump(mode="json"),
         "training_set": str(set_path),
     }
-    (out_dir / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    export_and_index(model, model_config, corpus, out_dir, [TRAINING_SET_META, TRAINING_SUMMARY])
+    (out_dir / RETRIEVAL_SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    export_and_index(model, model_config, corpus, out_dir, [TRAINING_SET_FILE, RETRIEVAL_SUMMARY])
     return out_dir
-
-
-PIPELINE_EPOCHS = 3
-
-
-def train_retrieval_for_pipeline(home: ProjectHome, run_id: str | None = None) -> Path:
-    """`pinfeed run`'s retrieval step: the default job on one worker for `PIPELINE_EPOCHS`
-    epochs (about a minute on the small preset, 2 cores), exported and indexed."""
-    default = RetrievalJobConfig()
-    job = default.model_copy(
-        update={
-            "run_id": run_id,
-            "model": default.model.model_copy(update={"epochs": PIPELINE_EPOCHS}),
-            "ray": default.ray.model_copy(update={"num_workers": 1}),
-        }
-    )
-    return train_retrieval(job, home)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from pinfeed.errors import ConfigError, DataNotFoundError
-from training.ray_train import RayTrainSettings
+from pinfeed.artifacts.index import IndexConfig
+from pinfeed.config import FrozenModel, load_yaml_model
+from training.ray_train import RayOptions
 from training.retrieval.config import (
-    IndexConfig,
     PositiveWeightConfig,
     RetrievalConfig,
     TowerConfig,
@@ -23,11 +22,7 @@ from training.retrieval.config import (
 )
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TowerWidths(_Frozen):
+class TowerWidths(FrozenModel):
     """The tower shapes a user chooses; table sizes are measured (`TowerConfig.from_data`)."""
 
     id_dim: int = Field(32, gt=0, description="Width of the user and pin id embeddings.")
@@ -36,7 +31,7 @@ class TowerWidths(_Frozen):
     output_dim: int = Field(64, gt=0, description="Width of the L2-normalised output.")
 
 
-class RetrievalSettings(_Frozen):
+class RetrievalSettings(FrozenModel):
     """`RetrievalConfig` less the measured table sizes (same fields, same meaning)."""
 
     towers: TowerWidths = TowerWidths()
@@ -57,43 +52,14 @@ class RetrievalSettings(_Frozen):
         return RetrievalConfig(towers=towers, **self.model_dump(exclude={"towers"}))
 
 
-class RayOptions(_Frozen):
-    """`RayTrainSettings` less the run name and (optional) storage path the job derives."""
-
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool | None = Field(None, description="None: use GPUs when the cluster has them.")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    max_failures: int = Field(2, ge=0)
-    checkpoints_to_keep: int = Field(2, ge=1)
-    storage_path: Path | None = Field(
-        None,
-        description="Checkpoint storage shared by all nodes; default <home>/artifacts/<run>/checkpoints.",
-    )
-
-    def settings(self, name: str, default_storage: Path) -> RayTrainSettings:
-        return RayTrainSettings(
-            name=name,
-            storage_path=(self.storage_path or default_storage).resolve(),
-            **self.model_dump(exclude={"storage_path"}),
-        )
-
-
-class RetrievalJobConfig(_Frozen):
+class RetrievalJobConfig(FrozenModel):
     """One `train_retrieval` job: run id, model settings, Ray options."""
 
-    run_id: str | None = Field(None, description="artifacts/<run_id>/; default: a timestamp.")
+    run_id: str | None = Field(None, description="artifacts/<run_id>/; default: a new run.")
     model: RetrievalSettings = RetrievalSettings()
     ray: RayOptions = RayOptions()
 
 
 def load_job_config(path: Path) -> RetrievalJobConfig:
     """Read a job config YAML; raise ConfigError naming the bad field."""
-    if not path.is_file():
-        raise DataNotFoundError(f"{path}: no retrieval job config; see configs/retrieval.yaml")
-    try:
-        return RetrievalJobConfig.model_validate(yaml.safe_load(path.read_text()) or {})
-    except ValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"{path}: {errors}") from None
+    return load_yaml_model(path, RetrievalJobConfig)

@@ -5,7 +5,7 @@
     logits = cos(query, pin) / temperature
 
 The towers return embeddings; the loss lives in `training.retrieval.loss` (the model does not
-own it). Each tower takes plain tensors in the order of `features.*_TOWER_INPUTS`, so it exports
+own it). Each tower takes plain tensors in the order of `pinfeed.artifacts.retrieval.*_TOWER_INPUTS`, so it exports
 to ONNX as is and serving feeds it the same raw features (log1p happens inside).
 
 Notation: B batch size, D content embedding width, E output width (`TowerConfig.output_dim`).
@@ -20,25 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.dense import DenseTransform
 from training.retrieval.config import RetrievalConfig, TowerConfig
-from training.retrieval.features import (
-    PIN_DENSE_FEATURES,
-    USER_DENSE_FEATURES,
-    RetrievalBatch,
-    log1p_mask,
-)
-
-
-class DenseFeatures(nn.Module):
-    """Raw dense features [B, F] -> model-ready [B, F]: NaN -> 0, log1p(max(x, 0)) where flagged."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        super().__init__()
-        self.register_buffer("log1p_columns", log1p_mask(names), persistent=False)
-
-    def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        dense = torch.nan_to_num(dense, nan=0.0)
-        return torch.where(self.log1p_columns, torch.log1p(dense.clamp_min(0.0)), dense)
+from training.retrieval.features import PIN_DENSE_FEATURES, USER_DENSE_FEATURES, RetrievalBatch
 
 
 class HashedEmbedding(nn.Module):
@@ -75,7 +59,7 @@ class QueryTower(nn.Module):
 
     def __init__(self, config: TowerConfig) -> None:
         super().__init__()
-        self.user_dense = DenseFeatures(USER_DENSE_FEATURES)
+        self.user_dense = DenseTransform(USER_DENSE_FEATURES)
         self.user_ids = HashedEmbedding(config.n_user_buckets, config.id_dim)
         self.query_pin_ids = HashedEmbedding(config.n_pin_buckets, config.id_dim)
         in_dim = len(USER_DENSE_FEATURES) + 2 * config.id_dim + config.content_dim
@@ -106,7 +90,7 @@ class PinTower(nn.Module):
 
     def __init__(self, config: TowerConfig) -> None:
         super().__init__()
-        self.pin_dense = DenseFeatures(PIN_DENSE_FEATURES)
+        self.pin_dense = DenseTransform(PIN_DENSE_FEATURES)
         self.pin_ids = HashedEmbedding(config.n_pin_buckets, config.id_dim)
         self.topics = HashedEmbedding(config.n_topics, config.topic_dim)
         in_dim = len(PIN_DENSE_FEATURES) + config.id_dim + config.topic_dim + config.content_dim

@@ -94,7 +94,9 @@ class TrainResult:
 def train_on_parquet(path: Path, config: RetrievalConfig) -> TrainResult:
     """Train from scratch on a retrieval training set held in memory (single process, CPU)."""
     if not path.exists():
-        raise DataNotFoundError(f"{path}: no retrieval training set; run `pinfeed features build`")
+        raise DataNotFoundError(
+            f"{path}: no retrieval training set; build it with `pinfeed features training-sets`"
+        )
     data = batch_from_table(pq.read_table(path))
     weights = positive_weights(data.kind, data.dwell_s, config.weights, config.variant)
     kept_pins = data.pin_id[weights > 0].numpy()

@@ -1,0 +1,212 @@
+"""`pinfeed report`: every evaluation on one Markdown page with its plots.
+
+Reads what the evaluation commands wrote under `reports/` and writes one page:
+
+- retrieval ablation (`pinfeed evaluate retrieval`): Recall@K per positive set, mean ± std
+  over seeds, exact vs HNSW, and the chart;
+- ranking (`pinfeed evaluate ranking`): per head ROC-AUC and PR-AUC of the multi-task model vs
+  the single-head baseline, log loss, Brier and ECE before and after calibration, and the
+  reliability diagrams;
+- utility weights (`pinfeed optimize utility`): Ax vs random search vs hand-picked at the same
+  trial budget, and the trace;
+- query reward (`pinfeed evaluate query-reward`): the closed-loop simulation per policy.
+
+A section whose report is missing says which command makes it. Plots are linked relative to
+the page; a page written outside `reports/` (e.g. docs/results.md) gets copies of them in a
+folder beside it (`<page stem>/`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RETRIEVAL = "retrieval.json"
+RANKING = "ranking.json"
+UTILITY = "utility.json"
+QUERY_REWARD = "query_reward.json"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _figure(source: Path, page: Path, reports: Path, caption: str) -> str:
+    """A Markdown image of `source`, copied beside `page` when the page lives elsewhere."""
+    if not source.is_file():
+        return f"*({caption}: {source.name} not found)*"
+    if page.parent.resolve() == reports.resolve():
+        target = source
+    else:
+        folder = page.parent / page.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        shutil.copyfile(source, target)
+    return f"![{caption}]({target.relative_to(page.parent).as_posix()})"
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_std(stats: dict[str, float | None] | None) -> str:
+    if stats is None or stats.get("mean") is None:
+        return "n/a"
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def retrieval_section(report: dict[str, Any], figure: str) -> list[str]:
+    config = report["config"]
+    metrics = ("recall@50", "recall@100", "recall@500", "ann_recall@100", "long_click_recall@100")
+    lines = [
+        f"Command: `pinfeed evaluate retrieval --seeds {len(config['seeds'])}`"
+        + (f" `--events {config['events']}`" if config.get("events") else ""),
+        "",
+        f"Held out from {config['cutoff']}: {config['heldout_conversions']} conversions, "
+        f"{config['heldout_long_clicks']} long clicks; {config['n_pins']} pins; seeds "
+        f"{config['seeds']}; {config['ablation']['steps']} optimizer steps per model.",
+        "",
+        "| positive set | conv R@50 | conv R@100 | conv R@500 | conv R@100 (HNSW) | long-click R@100 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, values in report["variants"].items():
+        lines.append(f"| {name} | " + " | ".join(_mean_std(values.get(m)) for m in metrics) + " |")
+    index = report["index"]
+    lines += [
+        "",
+        f"Index ({config['index_variant']}): exact Recall@100 "
+        f"{_number(index['exact_recall@100'])}, HNSW {_number(index['ann_recall@100'])}.",
+        "",
+        figure,
+    ]
+    return lines
+
+
+def ranking_section(report: dict[str, Any], figure: str) -> list[str]:
+    lines = [
+        f"Command: `pinfeed evaluate ranking --run-id {report['run_id']}`",
+        "",
+        f"{report['rows']:,} held-out impressions (never downsampled), "
+        f"{report['period'][0]} to {report['period'][1]}; ECE over {report['ece_bins']} equal "
+        f"bins ({report['fine_bins']} for `fine`); negatives kept at w = "
+        f"{report['calibration']['sample_rate']}.",
+        "",
+        "| head | base rate | ROC-AUC | PR-AUC (MTL) | PR-AUC (single head) | log loss raw → cal "
+        "| Brier raw → cal | ECE raw → simple → exact | ECE fine raw → exact |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for head, m in report["mtl"].items():
+        single = report["single_head"][head]["pr_auc"]
+        lines.append(
+            f"| {head} | {m['base_rate']:.4f} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | "
+            f"{single:.4f} | {m['log_loss_raw']:.4f} → {m['log_loss_cal']:.4f} | "
+            f"{m['brier_raw']:.4f} → {m['brier_cal']:.4f} | {m['ece_raw']:.4f} → "
+            f"{m['ece_cal_simple']:.4f} → {m['ece_cal']:.4f} | {m['ece_raw_fine']:.4f} → "
+            f"{m['ece_cal_fine']:.4f} |"
+        )
+    lines += ["", figure]
+    return lines
+
+
+def utility_section(report: dict[str, Any], figure: str) -> list[str]:
+    def arm(name: str, values: dict[str, Any]) -> str:
+        weights = ", ".join(f"{h} {w:.2f}" for h, w in values["weights"].items())
+        return (
+            f"| {name} | {values['long_click_pr_auc']:.5f} | "
+            f"{'yes' if values['constraints_met'] else 'no'} | {weights} |"
+        )
+
+    checks = report.get("derived_weight_check", {})
+    feasible = {name: c["feasible_trials"] for name, c in checks.items()}
+    random_feasible = report.get("random_search_check", {}).get("feasible_trials")
+    lines = [
+        f"Command: `pinfeed optimize utility --trials {report['trials']} --seed {report['seed']}"
+        f" --run-id {report['run_id']}` ({report['initialization_trials']} Sobol trials, then "
+        f"the GP; {report['validation_rows']:,} validation impressions).",
+        "",
+        f"Objective: {report['objective']}; constraints: PR-AUC of "
+        + ", ".join(f"{h} >= {v:.4f}" for h, v in report["thresholds"].items())
+        + " (the factors times the hand-picked weights' value).",
+        "",
+        "| arm | long-click PR-AUC | constraints met | weights |",
+        "|---|---|---|---|",
+        arm("Ax (best)", report["best"]),
+        arm("random search (best)", report["random_search"]),
+        arm("hand-picked", report["hand_picked"]),
+        "",
+        f"Feasible trials: Ax {feasible} (by derived weight), random search {random_feasible}.",
+        "",
+        figure,
+    ]
+    return lines
+
+
+def query_reward_section(report: dict[str, Any], figure: str) -> list[str]:
+    config = report["config"]
+    lines = [
+        f"Command: `pinfeed evaluate query-reward --rounds {config['rounds']} --seeds "
+        f"{len(report['seeds'])}`",
+        "",
+        f"{config['users']} simulated users, interest shift at round {report['shift_round']}, "
+        f"candidates from {report['retrieval']['source']}; {report['interval']}.",
+        "",
+        "| policy | engagement rate [95% CI] | after the shift | lift vs count [95% CI] "
+        "| recovery (rounds) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, summary in report["policies"].items():
+        rate, post, lift = (
+            summary["engagement_rate"],
+            summary["post_shift_engagement_rate"],
+            summary["lift_vs_count"],
+        )
+        recovered = "yes" if all(summary["recovered_per_seed"]) else "not in every seed"
+        lines.append(
+            f"| {name} | {rate['mean']:.4f} [{rate['ci95'][0]:.4f}, {rate['ci95'][1]:.4f}] | "
+            f"{post['mean']:.4f} | {lift['mean']:+.4f} [{lift['ci95'][0]:+.4f}, "
+            f"{lift['ci95'][1]:+.4f}] | {summary['recovery_rounds']:.1f} ({recovered}) |"
+        )
+    lines += ["", figure]
+    return lines
+
+
+Section = tuple[str, str, str, str, Callable[[dict[str, Any], str], list[str]]]
+SECTIONS: tuple[Section, ...] = (
+    ("Retrieval: which positives find future conversions", RETRIEVAL, "retrieval.png",
+     "pinfeed evaluate retrieval", retrieval_section),
+    ("Ranking: four heads, calibrated", RANKING, "ranking_reliability.png",
+     "pinfeed evaluate ranking", ranking_section),
+    ("Utility weights: Ax vs random search vs hand-picked", UTILITY, "utility_trace.png",
+     "pinfeed optimize utility", utility_section),
+    ("Query selection: reward vs count in a closed loop", QUERY_REWARD, "query_reward.png",
+     "pinfeed evaluate query-reward", query_reward_section),
+)  # fmt: skip
+
+
+def render(reports: Path, page: Path) -> str:
+    """The page's Markdown for the reports under `reports`."""
+    lines = [
+        "# pinfeed results",
+        "",
+        f"Written by `pinfeed report` at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from "
+        f"`{reports}`. Each section names the command (and seeds) that produced its figures.",
+    ]
+    for title, name, png, command, section in SECTIONS:
+        lines += ["", f"## {title}", ""]
+        data = _read(reports / name)
+        if data is None:
+            lines.append(f"Not run yet: `{command}` writes {name}.")
+            continue
+        lines += section(data, _figure(reports / png, page, reports, title))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(reports: Path, page: Path) -> Path:
+    """Write the page (and copies of its plots where needed); its path."""
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render(reports, page))
+    return page

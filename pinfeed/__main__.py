@@ -1,5 +1,0 @@
-"""`python -m pinfeed` is the `pinfeed` command."""
-
-from pinfeed.cli import main
-
-main()

@@ -1,0 +1,54 @@
+"""The one way pinfeed opens an exported model: an ONNX Runtime session tuned for small batches.
+
+The CUDA provider is asked for only when ORT was built with it and the machine has an NVIDIA
+device node: asking on a machine without one makes ORT log a loud (harmless) library-load error
+before falling back. Where CUDA is asked for but cannot start (wrong CUDA or cuDNN major), ORT
+itself falls back to the CPU provider; `session.get_providers()` says which won.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from pinfeed.errors import DataNotFoundError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def gpu_available() -> bool:
+    """ORT has the CUDA provider and the machine has an NVIDIA device."""
+    return Path("/dev/nvidiactl").exists() and CUDA in ort.get_available_providers()
+
+
+def session_providers(prefer_gpu: bool = True) -> list[str]:
+    """[CUDA, CPU] when a GPU is usable and wanted, else [CPU]."""
+    return [CUDA, CPU] if prefer_gpu and gpu_available() else [CPU]
+
+
+def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
+    """Full graph optimisation, sequential execution (one request's ops in order), one inter-op
+    thread; `intra_op_threads` pins the op thread pool (None or 0: ORT's default, one per core)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    return options
+
+
+def inference_session(
+    path: str | Path, intra_op_threads: int | None = None, prefer_gpu: bool = True
+) -> ort.InferenceSession:
+    """Open one exported model for inference (provider choice in the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: no ONNX model here; train the run that should hold it")
+    return ort.InferenceSession(
+        str(path),
+        sess_options=session_options(intra_op_threads),
+        providers=session_providers(prefer_gpu),
+    )

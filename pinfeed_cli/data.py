@@ -1,0 +1,80 @@
+"""`pinfeed data`: event sets in, checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from pinfeed_cli import steps
+from pinfeed_cli.common import HomeOption, console, counts_table, project_errors, project_home
+
+app = typer.Typer(
+    help="Event data: generate synthetic events, import real logs, validate.", no_args_is_help=True
+)
+EventsOption = Annotated[
+    Path | None, typer.Option(help="Event set folder (default: <home>/data/events).")
+]
+
+
+@app.command("generate")
+@project_errors
+def generate(
+    preset: Annotated[
+        Literal["tiny", "small", "medium"], typer.Option(help="Size of the synthetic world.")
+    ] = "small",
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same events.")
+    ] = 0,
+    out: EventsOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Generate a synthetic event set (see docs/data.md for the generative model)."""
+    done = steps.generate(project_home(home), preset=preset, seed=seed, out=out, console=console)
+    console.print(f"events written: {done}")
+
+
+@app.command("import")
+@project_errors
+def import_log(
+    interactions: Annotated[
+        Path,
+        typer.Option(help="CSV or parquet log: user_id, item_id, timestamp, event[, dwell_s]."),
+    ],
+    out: EventsOption = None,
+    skip_bad: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write bad rows to this CSV and go on, instead of stopping at the first."
+        ),
+    ] = None,
+    item_embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Parquet of item_id, embedding to use instead of learned embeddings."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Import a real interaction log into the event schema."""
+    from pinfeed.importer import ImportConfig, import_interactions
+
+    target = out or project_home(home).events
+    config = ImportConfig(item_embeddings=item_embeddings)
+    result = import_interactions(interactions, target, config=config, rejects=skip_bad)
+    console.print(counts_table("import", result.summary()))
+    if skip_bad is not None and result.rows_rejected:
+        console.print(f"[yellow]{result.rows_rejected:,} bad row(s) written to {skip_bad}[/]")
+
+
+@app.command("validate")
+@project_errors
+def validate(events: EventsOption = None, home: HomeOption = None) -> None:
+    """Check every row of an event set against the contract; name each bad row's problem."""
+    report = steps.validate_events(project_home(home), events)
+    for table in report.tables.values():
+        status = "[green]ok[/]" if table.ok else f"[red]{len(table.problems)} bad row(s)[/]"
+        console.print(f"{table.table}: {table.rows} rows, {status}")
+        for row, field, reason in table.problems[:20]:
+            console.print(f"  row {row}: {field}: {reason}")
+    if not report.ok:
+        raise typer.Exit(code=1)

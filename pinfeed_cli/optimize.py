@@ -1,0 +1,56 @@
+"""`pinfeed optimize`: tune serving-time parameters offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pinfeed_cli import steps
+from pinfeed_cli.common import HomeOption, RunIdOption, console, project_errors, project_home
+
+app = typer.Typer(help="Tune serving-time parameters offline.", no_args_is_help=True)
+
+
+@app.command("utility")
+@project_errors
+def utility(
+    trials: Annotated[
+        int | None, typer.Option(min=2, help="Trials per method (default: the config's, 30).")
+    ] = None,
+    initialization_trials: Annotated[
+        int | None, typer.Option(min=1, help="Sobol trials before the GP (default: the config's).")
+    ] = None,
+    bias_check: Annotated[
+        bool, typer.Option(help="Rerun Ax with another weight derived (the config's choice).")
+    ] = True,
+    seed: Annotated[int | None, typer.Option(help="Search seed.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report JSON (default: <home>/reports/utility.json).")
+    ] = None,
+    config: Annotated[Path, typer.Option(help="Ranking YAML (its utility: section).")] = Path(
+        "configs/ranking.yaml"
+    ),
+    run_id: RunIdOption = "latest",
+    home: HomeOption = None,
+) -> None:
+    """Ax Bayesian optimisation of the utility weights vs random search and hand-picked weights."""
+    report = steps.optimize_utility(
+        project_home(home),
+        out=out,
+        config=config,
+        trials=trials,
+        initialization_trials=initialization_trials,
+        bias_check=bias_check,
+        seed=seed,
+        run_id=run_id,
+    )
+    for method in ("best", "random_search", "hand_picked"):
+        arm = report[method]
+        weights = ", ".join(f"{h} {w:.3f}" for h, w in arm["weights"].items())
+        console.print(
+            f"{method}: long_click PR-AUC {arm['long_click_pr_auc']:.5f} ({weights}), "
+            f"constraints met: {arm['constraints_met']}"
+        )
+    console.print(f"report: {report['path']}; weights written to {report['utility_json']}")

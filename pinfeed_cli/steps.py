@@ -1,0 +1,190 @@
+"""Every step of `pinfeed run`, as the function its own command calls: a command and the run
+cannot drift apart. Each takes the project home and the step's options and returns a one-line
+summary (the command prints more). Heavy imports (Feast, torch, Ray) happen inside, so
+`pinfeed --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pinfeed.artifacts.layout import LATEST
+from pinfeed.home import ProjectHome
+
+SNAPSHOT_GRACE = timedelta(days=1)
+"""Daily snapshots are stamped at the end of each day: load through the day after the data."""
+
+
+def generate(
+    home: ProjectHome,
+    *,
+    preset: str = "small",
+    seed: int = 0,
+    out: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    console: Console | None = None,
+) -> str:
+    from pinfeed.synthetic import GeneratorConfig, generate_and_write
+
+    target = out or home.events
+    summary = generate_and_write(
+        GeneratorConfig.preset(preset, seed=seed, **(overrides or {})), target
+    )
+    if console is not None:
+        console.print(summary)
+    return f"{preset} preset, seed {seed}: {target}"
+
+
+def validate_events(home: ProjectHome, events: Path | None = None) -> Any:
+    """The validation report of an event set (the caller decides what a bad row means)."""
+    from pinfeed.events import read_event_set
+    from pinfeed.validate import validate
+
+    return validate(read_event_set(events or home.events))
+
+
+def validate_or_raise(home: ProjectHome) -> str:
+    report = validate_events(home)
+    report.raise_if_bad()
+    return ", ".join(f"{t.table} {t.rows:,}" for t in report.tables.values()) + " rows, all valid"
+
+
+def build_features(home: ProjectHome, events: Path | None = None) -> Any:
+    from feature_repo.pipeline import build_features as build
+    from pinfeed.events import read_event_set
+
+    return build(read_event_set(events or home.events), home.features)
+
+
+def apply(home: ProjectHome) -> str:
+    from feature_repo.store import apply_definitions, open_store
+
+    store = open_store(home)
+    apply_definitions(store)
+    return f"registry {home.feast / 'registry.db'}, online store {store.config.online_store.type}"
+
+
+def default_materialize_end(home: ProjectHome) -> datetime:
+    """The end of the event data plus a day (see `SNAPSHOT_GRACE`)."""
+    from pinfeed.events import read_event_meta
+
+    return read_event_meta(home.events).end.astimezone(UTC) + SNAPSHOT_GRACE
+
+
+def materialize(home: ProjectHome, end: datetime | None = None) -> str:
+    from feature_repo.store import materialize as load
+    from feature_repo.store import open_store
+
+    stamp = (end or default_materialize_end(home)).astimezone(UTC)
+    load(open_store(home), end=stamp)
+    return f"online store filled up to {stamp.isoformat()}"
+
+
+def training_sets(home: ProjectHome, seed: int = 0, negative_sample_rate: float = 0.1) -> str:
+    import pyarrow.parquet as pq
+
+    from feature_repo.store import open_store
+    from pinfeed.events import read_event_set
+    from training.training_sets import TrainingSetConfig, build_ranking_set, build_retrieval_set
+
+    events = read_event_set(home.events)
+    store = open_store(home)
+    config = TrainingSetConfig(seed=seed, negative_sample_rate=negative_sample_rate)
+    retrieval = build_retrieval_set(store, events, home.training_sets, config)
+    ranking = build_ranking_set(store, events, home.training_sets, config)
+    rows = [pq.ParquetFile(path).metadata.num_rows for path in (retrieval, ranking)]
+    return f"{rows[0]:,} retrieval and {rows[1]:,} ranking examples in {home.training_sets}"
+
+
+def train(
+    home: ProjectHome,
+    job: str,
+    *,
+    config: Path | None = None,
+    run_id: str | None = None,
+    epochs: int | None = None,
+) -> str:
+    from training.job import train as run_job
+
+    out = run_job(job, home, config=config, run_id=run_id, epochs=epochs)  # type: ignore[arg-type]
+    return f"{job} model in {out}"
+
+
+def evaluate_ranking(
+    home: ProjectHome, *, out: Path | None = None, config: Path | None = None, run_id: str = LATEST
+) -> dict[str, Any]:
+    from evaluation.ranking import evaluate_ranking as evaluate
+    from evaluation.ranking import load_eval_config
+
+    settings = load_eval_config(config) if config else None
+    target = out or home.reports / "ranking.json"
+    report = evaluate(home, target, run_id=run_id, config=settings)
+    return report | {"path": str(target)}
+
+
+def optimize_utility(
+    home: ProjectHome,
+    *,
+    out: Path | None = None,
+    config: Path | None = None,
+    trials: int | None = None,
+    initialization_trials: int | None = None,
+    bias_check: bool = True,
+    seed: int | None = None,
+    run_id: str = LATEST,
+) -> dict[str, Any]:
+    from evaluation.utility_search import UtilitySearchConfig, load_search_config
+    from evaluation.utility_search import optimize_utility as optimize
+
+    search = load_search_config(config) if config else UtilitySearchConfig()
+    update: dict[str, Any] = {} if bias_check else {"bias_check_derived": ()}
+    if initialization_trials is not None:
+        update["initialization_trials"] = initialization_trials
+    search = UtilitySearchConfig.model_validate(search.model_dump() | update)
+    target = out or home.reports / "utility.json"
+    report = optimize(home, target, trials=trials, seed=seed, run_id=run_id, config=search)
+    return report | {"path": str(target)}
+
+
+def rewards(
+    home: ProjectHome, *, since: datetime | None = None, as_of: datetime | None = None
+) -> str:
+    from feature_repo.rewards_job import run_rewards_job
+    from feature_repo.store import open_store
+
+    result = run_rewards_job(
+        home,
+        since=since.astimezone(UTC) if since else None,
+        as_of=as_of.astimezone(UTC) if as_of else None,
+        store=open_store(home),
+    )
+    return (
+        f"rewards for {result.clusters:,} clusters ({result.clusters_with_data:,} with data, mean"
+        f" {result.mean_reward:.3f}) as of {result.as_of.isoformat()}: {result.path}"
+    )
+
+
+def evaluate_query_reward(
+    home: ProjectHome, *, rounds: int = 60, seeds: int = 3, out: Path | None = None
+) -> Any:
+    from evaluation.query_reward import evaluate_query_reward as evaluate
+
+    return evaluate(home, rounds=rounds, seeds=seeds, out=out)
+
+
+def evaluate_retrieval(
+    home: ProjectHome, *, seeds: int = 3, out: Path | None = None, events: Path | None = None
+) -> Any:
+    from evaluation.retrieval_report import evaluate_retrieval as evaluate
+
+    return evaluate(home, out or home.reports / "retrieval.json", seeds=seeds, events=events)
+
+
+def report(home: ProjectHome, out: Path | None = None) -> Path:
+    from evaluation.report import write_report
+
+    return write_report(home.reports, out or home.reports / "index.md")

@@ -1,0 +1,152 @@
+"""Deploying the app the way Serve's own CLI does (`serve run config.yaml`, `serve deploy`):
+declaratively, from a config, so a later change of a deployment's `user_config` is a
+lightweight in-place update (Serve calls `reconfigure` on every replica, on every node), never
+a restart.
+
+- `deploy(serve_file)`: start Serve if needed and apply the app's config; wait until RUNNING.
+- `apply_active_models(models)`: set the `user_config` of the model deployments, keeping the
+  rest of the live config, and wait until every replica runs it (`/admin/reload`).
+
+The one file that uses Serve's controller client (`ray.serve.context._get_global_client`, what
+the `serve` CLI itself uses); a Serve upgrade touches this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+from ray import serve
+from ray.serve.context import _get_global_client
+from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema, ServeInstanceDetails
+
+from pinfeed.errors import ConfigError
+from serving.config import APP_NAME, MODEL_DEPLOYMENTS, ActiveModels, ServeFile
+
+IMPORT_PATH = "serving.app:app_builder"
+
+
+def token_digest(token: str | None) -> str | None:
+    """SHA-256 of the admin token: configs and replicas get the digest, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+POLL_S = 0.2
+
+
+def app_schema(serve_file: ServeFile, app_name: str = APP_NAME) -> ServeApplicationSchema:
+    """The application entry of a Serve config for `serve_file` (what serving/config.yaml
+    holds, after pinfeed's overrides). The admin token is read from the deploying process's
+    environment and only its SHA-256 goes into the config: the app's replicas may run where
+    that variable is not set."""
+    args = serve_file.args
+    token = os.environ.get(args.admin_token_env)
+    if args.admin_token_sha256 is None and token:
+        args = args.model_copy(update={"admin_token_sha256": token_digest(token)})
+    return ServeApplicationSchema(
+        name=app_name,
+        route_prefix="/",
+        import_path=IMPORT_PATH,
+        args=args.model_dump(mode="json", exclude_none=True),
+        deployments=[settings.model_dump(mode="json") for settings in serve_file.deployments],
+    )
+
+
+def _details() -> ServeInstanceDetails:
+    return ServeInstanceDetails(**_get_global_client().get_serve_details())
+
+
+def _live_applications(details: ServeInstanceDetails) -> dict[str, ServeApplicationSchema]:
+    """The declaratively deployed apps and their configs (a re-apply must keep all of them)."""
+    return {
+        name: app.deployed_app_config
+        for name, app in details.applications.items()
+        if app.deployed_app_config is not None
+    }
+
+
+def _apply(applications: list[ServeApplicationSchema]) -> None:
+    _get_global_client().deploy_apps(ServeDeploySchema(applications=applications))
+
+
+def wait_running(app_name: str = APP_NAME, timeout_s: float = 300.0) -> None:
+    """Block until the app is RUNNING; a failed deploy raises with Serve's message."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = _details().applications.get(app_name)
+        status = app.status.value if app is not None else "NOT_STARTED"
+        if status == "RUNNING":
+            return
+        if status == "DEPLOY_FAILED":
+            raise ConfigError(f"serve app {app_name!r} failed to deploy: {app.message}")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"serve app {app_name!r} still {status} after {timeout_s:.0f} s")
+        time.sleep(POLL_S)
+
+
+def deploy(serve_file: ServeFile, *, host: str, port: int, timeout_s: float = 300.0) -> str:
+    """Start Serve (HTTP on host:port) if it is not running, deploy the app declaratively
+    (replacing a previous deploy of the same name) and wait until it runs; the base URL."""
+    serve.start(http_options={"host": host, "port": port})
+    live = _live_applications(_details())
+    live[APP_NAME] = app_schema(serve_file)
+    _apply(list(live.values()))
+    wait_running(APP_NAME, timeout_s)
+    return f"http://{host}:{port}"
+
+
+def active_models(app_name: str = APP_NAME) -> ActiveModels:
+    """What the app's model deployments are configured to serve (the target `user_config`)."""
+    app = _details().applications.get(app_name)
+    if app is None or "Recommender" not in app.deployments:
+        raise ConfigError(f"serve app {app_name!r} has no Recommender deployment")
+    config = app.deployments["Recommender"].deployment_config.user_config
+    return ActiveModels.model_validate(config)
+
+
+def _deployments_at(
+    details: ServeInstanceDetails, app_name: str, user_config: dict[str, Any]
+) -> bool:
+    """Every model deployment targets `user_config` and all its replicas run it."""
+    app = details.applications.get(app_name)
+    if app is None:
+        return False
+    for name in MODEL_DEPLOYMENTS:
+        deployment = app.deployments.get(name)
+        if deployment is None or deployment.deployment_config.user_config != user_config:
+            return False
+        if deployment.status.value != "HEALTHY":
+            return False
+    return True
+
+
+def apply_active_models(
+    models: ActiveModels, app_name: str = APP_NAME, timeout_s: float = 120.0
+) -> None:
+    """Set the model deployments' `user_config` to `models` in the live config and wait until
+    every replica has reconfigured (Serve marks a deployment HEALTHY again only then)."""
+    live = _live_applications(_details())
+    app = live.get(app_name)
+    if app is None:
+        raise ConfigError(
+            f"serve app {app_name!r} was not deployed from a config; deploy it with "
+            "`pinfeed serve` or `serve run serving/config.yaml`"
+        )
+    user_config = models.model_dump(mode="json")
+    raw = app.model_dump(exclude_unset=True)
+    listed = {deployment["name"]: deployment for deployment in raw.get("deployments", [])}
+    for name in MODEL_DEPLOYMENTS:
+        listed[name] = {**listed.get(name, {"name": name}), "user_config": user_config}
+    raw["deployments"] = list(listed.values())
+    live[app_name] = ServeApplicationSchema.model_validate(raw)
+    _apply(list(live.values()))
+    deadline = time.monotonic() + timeout_s
+    while not _deployments_at(_details(), app_name, user_config):
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"serve app {app_name!r}: replicas did not switch to run {models.run_id} "
+                f"within {timeout_s:.0f} s; see `serve status`"
+            )
+        time.sleep(POLL_S)

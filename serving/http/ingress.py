@@ -1,0 +1,222 @@
+"""The Ingress deployment: FastAPI routes, validation, request ids, errors -> status codes.
+
+Routes: POST /recommend, POST /feedback (202 once durably recorded), POST /admin/reload (token
+from the environment, sent as `x-admin-token`; switches every replica through the model
+deployments' `user_config`), GET /healthz; OpenAPI at /docs and /openapi.json. Every error body
+has one shape (`serving.http.errors`), so a client always learns which field was wrong.
+
+Request ids are int64 (the event schema's type), taken from the `x-request-id` header: digits
+are used as they are (a client replaying a request id replays its query draws), anything else
+(the UUID Serve's proxy assigns when the client sends none) is hashed to 63 bits.
+
+No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime,
+and Serve's ingress wrapper resolves them outside this module's globals.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header
+from ray import serve
+from ray.exceptions import RayError
+from ray.serve.deployment import Deployment
+from ray.serve.handle import DeploymentHandle
+
+from pinfeed.errors import PinfeedError
+from pinfeed.schema import ENGAGEMENTS
+from serving.config import ActiveModels
+from serving.deploy import active_models, apply_active_models, token_digest
+from serving.http.api import (
+    INT64_MAX,
+    FeedbackAccepted,
+    FeedbackBatch,
+    FeedbackEvent,
+    Health,
+    Item,
+    Probabilities,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+    ReloadResponse,
+    Source,
+)
+from serving.http.errors import HttpError, call, install_error_handlers
+from serving.stages.feedback import ServedRow
+from serving.stages.feedback_log import FeedbackRecord
+from serving.stages.pipeline import Recommendation, RecommendQuery
+from serving.stages.selector import NO_CLUSTER
+
+logger = logging.getLogger("ray.serve")
+RequestId = Annotated[
+    str | None,
+    Header(max_length=128, description="request id: digits are used as is, else hashed"),
+]
+AdminToken = Annotated[str | None, Header(description="the value of $PINFEED_ADMIN_TOKEN")]
+
+
+def request_id_of(header: str | None) -> int:
+    """The int64 request id for an `x-request-id` header value (see the module docstring)."""
+    if header is None:
+        return secrets.randbits(63)
+    if header.isascii() and header.isdigit() and int(header) <= INT64_MAX:
+        return int(header)
+    digest = hashlib.blake2b(header.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & INT64_MAX
+
+
+def to_response(result: Recommendation) -> RecommendResponse:
+    heads = ENGAGEMENTS
+    items = [
+        Item(
+            pin_id=int(pin),
+            utility=float(utility),
+            probs=Probabilities(
+                **{h: float(min(max(p, 0.0), 1.0)) for h, p in zip(heads, probs, strict=True)}
+            ),
+            source=Source(
+                cluster_id=None if cluster == NO_CLUSTER else int(cluster),
+                query_pin_id=None if query == NO_CLUSTER else int(query),
+            ),
+        )
+        for pin, utility, probs, cluster, query in zip(
+            result.pin_ids,
+            result.utility,
+            result.probabilities,
+            result.cluster_ids,
+            result.query_pin_ids,
+            strict=True,
+        )
+    ]
+    return RecommendResponse(
+        request_id=result.request_id,
+        model_version=result.model_version,
+        degraded=result.degraded,
+        cold_start=result.cold_start,
+        items=items,
+    )
+
+
+def served_rows(result: Recommendation) -> list[ServedRow]:
+    now = datetime.now(UTC)
+    return [
+        (result.request_id, int(pin), result.user_id, int(cluster), int(query), now)
+        for pin, cluster, query in zip(
+            result.pin_ids, result.cluster_ids, result.query_pin_ids, strict=True
+        )
+    ]
+
+
+def reload_target(current: ActiveModels, body: ReloadRequest) -> ActiveModels:
+    """What to serve after a reload (`ReloadRequest` says how a partial body is read)."""
+    if body.run_id is not None and body.run_id != current.run_id:
+        return ActiveModels(run_id=body.run_id, utility=body.utility)
+    return ActiveModels(run_id=current.run_id, utility=body.utility or current.utility)
+
+
+def ingress_deployment() -> Deployment:
+    """Build the FastAPI app and its Ingress deployment class (not at import time)."""
+    api = FastAPI(title="pinfeed", version="1", description="Pin recommendations (design §5)")
+    install_error_handlers(api)
+
+    @serve.deployment(max_ongoing_requests=64)
+    @serve.ingress(api)
+    class Ingress:
+        def __init__(
+            self,
+            recommender: DeploymentHandle,
+            feedback: DeploymentHandle,
+            admin_digest: str | None,
+        ) -> None:
+            self.recommender = recommender
+            self.feedback = feedback
+            self.admin_digest = admin_digest
+            self.app_name = serve.get_replica_context().app_name
+            self.background: set[asyncio.Task[None]] = set()
+
+        @api.post("/recommend", response_model=RecommendResponse)
+        async def recommend(
+            self, body: RecommendRequest, x_request_id: RequestId = None
+        ) -> RecommendResponse:
+            request_id = request_id_of(x_request_id)
+            query = RecommendQuery(
+                request_id, body.user_id, body.k, body.context_pin_id, body.exclude_seen
+            )
+            result = await call(self.recommender.recommend.remote(query), ("service",))
+            self._remember(served_rows(result))
+            return to_response(result)
+
+        @api.post("/feedback", status_code=202, response_model=FeedbackAccepted)
+        async def feedback(self, body: FeedbackEvent | FeedbackBatch) -> FeedbackAccepted:
+            events = body.events if isinstance(body, FeedbackBatch) else [body]
+            now = datetime.now(UTC)
+            records = [
+                FeedbackRecord(
+                    event_id="",
+                    request_id=e.request_id,
+                    pin_id=e.pin_id,
+                    kind=e.kind,
+                    event_ts=(e.event_ts or now).astimezone(UTC).isoformat(),
+                    user_id=e.user_id,
+                )
+                for e in events
+            ]
+            ids, applied = await call(self.feedback.record.remote(records), ("body",))
+            return FeedbackAccepted(accepted=len(ids), event_ids=ids, applied=applied)
+
+        @api.post("/admin/reload", response_model=ReloadResponse)
+        async def reload(
+            self, body: ReloadRequest, x_admin_token: AdminToken = None
+        ) -> ReloadResponse:
+            """Check the new run on one replica, then set the model deployments' user_config;
+            answers once every replica serves it."""
+            self._authorise(x_admin_token)
+            current = await asyncio.to_thread(active_models, self.app_name)
+            target = reload_target(current, body)
+            if target.run_id != current.run_id:
+                await call(self.recommender.check_run.remote(target.run_id), ("body", "run_id"))
+            try:
+                await asyncio.to_thread(apply_active_models, target, self.app_name)
+            except PinfeedError as error:
+                raise HttpError(504, ("service",), str(error)) from error
+            status = await call(self.recommender.status.remote(), ("service",))
+            return ReloadResponse(model_version=status["model_version"])
+
+        @api.get("/healthz", response_model=Health)
+        async def healthz(self) -> Health:
+            status = await call(self.recommender.status.remote(), ("service",))
+            return Health(
+                status="ok",
+                model_version=status["model_version"],
+                reload_error=status["error"],
+                served_at=datetime.now(UTC),
+            )
+
+        def _authorise(self, token: str | None) -> None:
+            field = ("header", "x-admin-token")
+            if self.admin_digest is None:
+                raise HttpError(
+                    403, field, "admin is disabled: set PINFEED_ADMIN_TOKEN and redeploy"
+                )
+            if token is None or not hmac.compare_digest(
+                token_digest(token) or "", self.admin_digest
+            ):
+                raise HttpError(401, field, "missing or wrong admin token")
+
+        def _remember(self, rows: list[ServedRow]) -> None:
+            task = asyncio.create_task(_quietly(self.feedback.remember.remote(rows)))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+    return Ingress
+
+
+async def _quietly(response: Any) -> None:
+    try:
+        await response
+    except RayError as error:
+        logger.warning("served items not recorded for attribution: %s", error)

@@ -1,0 +1,102 @@
+"""Serving's thin adapter over Feast online reads (a Feast upgrade touches this file and
+`feature_repo/store.py`, nothing else in serving).
+
+A request needs features keyed by three different entities, so the `serving_v1` service is read
+in groups, one `get_online_features` call per group, always with full names (`view__feature`):
+
+- user: `user_features`, `user_dwell`, `user_clusters` (keyed by user_id);
+- cluster: `cluster_reward` (keyed by the cluster ids the user read returned);
+- pin: `pin_features`, `pin_dwell`, `pin_content` (keyed by pin_id), read in bulk into the
+  in-memory pin cache (`serving.stages.pin_cache`), never per request.
+
+The query pin projection (`query_pin_content`) is the pin cache's content of the query pin, so
+it is not read separately. Any failure to reach the online store surfaces as
+`OnlineStoreUnavailable`, which the Features stage turns into a degraded answer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+from feast import FeatureStore
+
+from feature_repo.store import feature_service, online_feature_values, open_store
+from pinfeed.errors import ConfigError, PinfeedError
+from pinfeed.home import ProjectHome
+
+SERVING_SERVICE = "serving_v1"
+RETRIEVAL_SERVICE = "retrieval_v1"
+RANKING_SERVICE = "ranking_v1"
+STORE_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
+
+
+class OnlineStoreUnavailable(PinfeedError):
+    """The online store did not answer (down, unreachable, or its file is gone)."""
+
+
+@dataclass(frozen=True)
+class FeatureRefs:
+    """`view:feature` references of one service, grouped by the key they are read with."""
+
+    user: tuple[str, ...]
+    pin: tuple[str, ...]
+    cluster: tuple[str, ...]
+
+
+def full_name(ref: str) -> str:
+    """`view:feature` -> `view__feature` (what `full_feature_names=True` returns)."""
+    return ref.replace(":", "__", 1)
+
+
+def service_refs(store: FeatureStore, name: str = SERVING_SERVICE) -> FeatureRefs:
+    """The service's features grouped by join key (see the module docstring)."""
+    groups: dict[str, list[str]] = {"user_id": [], "pin_id": [], "cluster_id": []}
+    for projection in feature_service(store, name).feature_view_projections:
+        if projection.name_to_use() != projection.name:
+            continue  # a renamed projection (the query pin's content) comes from the pin cache
+        view = store.get_feature_view(projection.name)
+        keys = [projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
+        if len(keys) != 1 or keys[0] not in groups:
+            raise ConfigError(
+                f"feature service {name!r}: view {projection.name!r} is keyed by {keys}; "
+                f"serving reads views keyed by one of {sorted(groups)}"
+            )
+        groups[keys[0]].extend(f"{projection.name}:{f.name}" for f in projection.features)
+    return FeatureRefs(
+        user=tuple(groups["user_id"]),
+        pin=tuple(groups["pin_id"]),
+        cluster=tuple(groups["cluster_id"]),
+    )
+
+
+def connect(home: ProjectHome, redis_url: str | None) -> FeatureStore:
+    """The project's store (Redis when `redis_url` is given, else SQLite)."""
+    return open_store(home, redis_url=redis_url)
+
+
+def read_rows(
+    store: FeatureStore, refs: Sequence[str], key: str, ids: Sequence[int]
+) -> dict[str, list[Any]]:
+    """Columns of `refs` (full names) for entity ids `ids` of join key `key`; None = missing."""
+    try:
+        rows = [{key: int(value)} for value in ids]
+        return online_feature_values(store, refs, rows, full_feature_names=True)
+    except STORE_ERRORS as error:
+        raise OnlineStoreUnavailable(f"online store read of {key} failed: {error}") from error
+
+
+def materialised_until(store: FeatureStore, views: Sequence[str]) -> datetime | None:
+    """The latest materialisation end over `views`, from a fresh copy of the registry; a new
+    value means new pin features landed online."""
+    try:
+        store.refresh_registry()
+        ends = [store.get_feature_view(view).most_recent_end_time for view in views]
+    except STORE_ERRORS as error:
+        raise OnlineStoreUnavailable(f"registry refresh failed: {error}") from error
+    known = [end for end in ends if end is not None]
+    return max(known) if known else None

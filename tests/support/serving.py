@@ -1,0 +1,56 @@
+"""The serving app for the tests: deployed declaratively like `serve run` (so reloads are
+Serve's lightweight `user_config` updates), every deployment at 0 CPUs (the test Ray has 2, and
+the controller and proxy need room), and a plain HTTP caller that returns errors as values."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from serving.client import wait_healthy
+from serving.config import (
+    DEPLOYMENT_NAMES,
+    ActorOptions,
+    DeploymentSettings,
+    ServeFile,
+    ServingConfig,
+)
+from serving.deploy import deploy
+from tests.support.redis import free_port
+
+
+def zero_cpu_deployments(max_ongoing_requests: int = 16) -> tuple[DeploymentSettings, ...]:
+    zero = ActorOptions(num_cpus=0)
+    return tuple(
+        DeploymentSettings(
+            name=name, ray_actor_options=zero, max_ongoing_requests=max_ongoing_requests
+        )
+        for name in DEPLOYMENT_NAMES
+    )
+
+
+def start_app(config: ServingConfig) -> str:
+    """Deploy the app with `config` on a free port (Ray must be up); its base URL, healthy."""
+    url = deploy(
+        ServeFile(args=config, deployments=zero_cpu_deployments()),
+        host="127.0.0.1",
+        port=free_port(),
+    )
+    wait_healthy(url)
+    return url
+
+
+def call(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """POST `body` as JSON: (status, decoded body), for 2xx and error answers alike."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
