@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from feast import FeatureStore
 
 from evaluation.sim_report import plot_shares, recovery_rounds, t_interval
 from evaluation.sim_retrieval import candidate_pools
@@ -139,18 +138,3 @@ def format_comparison(report: dict[str, Any]) -> str:
             f"recovery {summary['recovery_rounds']:.1f} rounds"
         )
     return "\n".join(lines)
-
-
-def query_reward_step(home: ProjectHome, store: FeatureStore | None = None) -> str:
-    """`pinfeed run`'s step: recompute and materialise the cluster rewards (when `store`, an
-    applied store of `home`, is given), then simulate the three policies on 3 seeds and return
-    the comparison (the report goes to `<home>/reports/query_reward.json`)."""
-    from feature_repo.rewards_job import run_rewards_job
-
-    job = run_rewards_job(home, store=store)
-    result = evaluate_query_reward(home, rounds=40, seeds=3)
-    return (
-        f"rewards for {job.clusters:,} clusters ({job.clusters_with_data:,} with data, mean "
-        f"{job.mean_reward:.3f}); simulation ({result.report['retrieval']['source']}):\n"
-        + format_comparison(result.report)
-    )

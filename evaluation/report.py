@@ -25,6 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evaluation.retrieval_report import markdown_table
+from pinfeed.events import read_event_meta
+from pinfeed.home import ProjectHome
+
 RETRIEVAL = "retrieval.json"
 RANKING = "ranking.json"
 UTILITY = "utility.json"
@@ -53,37 +57,16 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _mean_std(stats: dict[str, float | None] | None) -> str:
-    if stats is None or stats.get("mean") is None:
-        return "n/a"
-    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
-
-
 def retrieval_section(report: dict[str, Any], figure: str) -> list[str]:
     config = report["config"]
-    metrics = ("recall@50", "recall@100", "recall@500", "ann_recall@100", "long_click_recall@100")
-    lines = [
-        f"Command: `pinfeed evaluate retrieval --seeds {len(config['seeds'])}`"
-        + (f" `--events {config['events']}`" if config.get("events") else ""),
+    events = f" --events {config['events']}" if config.get("events") else ""
+    return [
+        f"Command: `pinfeed evaluate retrieval --seeds {len(config['seeds'])}{events}` "
+        f"({config['ablation']['steps']} optimizer steps per model).",
         "",
-        f"Held out from {config['cutoff']}: {config['heldout_conversions']} conversions, "
-        f"{config['heldout_long_clicks']} long clicks; {config['n_pins']} pins; seeds "
-        f"{config['seeds']}; {config['ablation']['steps']} optimizer steps per model.",
-        "",
-        "| positive set | conv R@50 | conv R@100 | conv R@500 | conv R@100 (HNSW) | long-click R@100 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, values in report["variants"].items():
-        lines.append(f"| {name} | " + " | ".join(_mean_std(values.get(m)) for m in metrics) + " |")
-    index = report["index"]
-    lines += [
-        "",
-        f"Index ({config['index_variant']}): exact Recall@100 "
-        f"{_number(index['exact_recall@100'])}, HNSW {_number(index['ann_recall@100'])}.",
-        "",
+        markdown_table(report),
         figure,
     ]
-    return lines
 
 
 def ranking_section(report: dict[str, Any], figure: str) -> list[str]:
@@ -138,7 +121,9 @@ def utility_section(report: dict[str, Any], figure: str) -> list[str]:
         arm("random search (best)", report["random_search"]),
         arm("hand-picked", report["hand_picked"]),
         "",
-        f"Feasible trials: Ax {feasible} (by derived weight), random search {random_feasible}.",
+        f"Feasible trials of {report['trials']}: Ax "
+        + ", ".join(f"{count} ({derived} derived)" for derived, count in feasible.items())
+        + f"; random search {random_feasible}.",
         "",
         figure,
     ]
@@ -187,13 +172,29 @@ SECTIONS: tuple[Section, ...] = (
 )  # fmt: skip
 
 
-def render(reports: Path, page: Path) -> str:
-    """The page's Markdown for the reports under `reports`."""
+def describe_events(events: Path) -> str:
+    """One line on the event set the reports were computed on."""
+    if not (events / "meta.json").is_file():
+        return "Event set: not found."
+    meta = read_event_meta(events)
+    period = f"{meta.start:%Y-%m-%d} to {meta.end:%Y-%m-%d}"
+    generator = meta.details.get("generator")
+    if meta.source == "synthetic" and generator:
+        sizes = ", ".join(f"{generator[k]:,} {k}" for k in ("users", "pins", "topics"))
+        return f"Event set: synthetic, {sizes}, {period}, generator seed {generator['seed']}."
+    return f"Event set: {meta.source}, {period}."
+
+
+def render(home: ProjectHome, page: Path) -> str:
+    """The page's Markdown for the reports under `home`'s reports/."""
+    reports = home.reports
     lines = [
         "# pinfeed results",
         "",
-        f"Written by `pinfeed report` at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from "
-        f"`{reports}`. Each section names the command (and seeds) that produced its figures.",
+        f"Written by `pinfeed report` at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Each section "
+        "names the command (and seeds) that produced its figures.",
+        "",
+        describe_events(home.events),
     ]
     for title, name, png, command, section in SECTIONS:
         lines += ["", f"## {title}", ""]
@@ -205,8 +206,8 @@ def render(reports: Path, page: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(reports: Path, page: Path) -> Path:
-    """Write the page (and copies of its plots where needed); its path."""
+def write_report(home: ProjectHome, page: Path) -> Path:
+    """Write the page for `home`'s reports (and copies of its plots where needed); its path."""
     page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(render(reports, page))
+    page.write_text(render(home, page))
     return page

@@ -139,16 +139,7 @@ FEATURE_TABLES: dict[str, pa.Schema] = {
 }
 """The tables Feast serves: table name = feature view name."""
 
-TABLES: dict[str, pa.Schema] = {
-    "user_features": USER_FEATURES,
-    "pin_features": PIN_FEATURES,
-    "pin_content": PIN_CONTENT,
-    "user_dwell": USER_DWELL,
-    "pin_dwell": PIN_DWELL,
-    "user_clusters": USER_CLUSTERS,
-    "cluster_reward": CLUSTER_REWARD,
-    "cluster_members": CLUSTER_MEMBERS,
-}
+TABLES: dict[str, pa.Schema] = {**FEATURE_TABLES, "cluster_members": CLUSTER_MEMBERS}
 """File name (without .parquet) -> schema, under ProjectHome.features."""
 
 

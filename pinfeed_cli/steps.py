@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from pinfeed.artifacts.layout import LATEST
 from pinfeed.home import ProjectHome
+
+if TYPE_CHECKING:
+    from training.job import Job
 
 SNAPSHOT_GRACE = timedelta(days=1)
 """Daily snapshots are stamped at the end of each day: load through the day after the data."""
@@ -102,7 +105,7 @@ def training_sets(home: ProjectHome, seed: int = 0, negative_sample_rate: float 
 
 def train(
     home: ProjectHome,
-    job: str,
+    job: Job,
     *,
     config: Path | None = None,
     run_id: str | None = None,
@@ -110,7 +113,7 @@ def train(
 ) -> str:
     from training.job import train as run_job
 
-    out = run_job(job, home, config=config, run_id=run_id, epochs=epochs)  # type: ignore[arg-type]
+    out = run_job(job, home, config=config, run_id=run_id, epochs=epochs)
     return f"{job} model in {out}"
 
 
@@ -187,4 +190,4 @@ def evaluate_retrieval(
 def report(home: ProjectHome, out: Path | None = None) -> Path:
     from evaluation.report import write_report
 
-    return write_report(home.reports, out or home.reports / "index.md")
+    return write_report(home, out or home.reports / "index.md")

@@ -26,14 +26,12 @@ from pinfeed.errors import ConfigError
 from serving.config import APP_NAME, MODEL_DEPLOYMENTS, ActiveModels, ServeFile
 
 IMPORT_PATH = "serving.app:app_builder"
+POLL_S = 0.2
 
 
 def token_digest(token: str | None) -> str | None:
     """SHA-256 of the admin token: configs and replicas get the digest, never the token."""
     return hashlib.sha256(token.encode()).hexdigest() if token else None
-
-
-POLL_S = 0.2
 
 
 def app_schema(serve_file: ServeFile, app_name: str = APP_NAME) -> ServeApplicationSchema:

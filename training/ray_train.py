@@ -51,20 +51,13 @@ class RayOptions(FrozenModel):
         )
 
 
-class RayTrainSettings(FrozenModel):
-    """How one training run uses the cluster (a job's `RayOptions` plus name and storage)."""
+class RayTrainSettings(RayOptions):
+    """How one training run uses the cluster: a job's `RayOptions` with its name and storage."""
 
     name: str = Field(description="Run name: checkpoints go to <storage_path>/<name>.")
-    storage_path: Path = Field(
+    storage_path: Path = Field(  # type: ignore[assignment]
         description="Absolute path shared by all nodes (NFS/S3 on a cluster)."
     )
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool | None = Field(None, description="None: use GPUs when the cluster has them.")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    max_failures: int = Field(
-        2, ge=0, description="Worker-group restarts from the last checkpoint."
-    )
-    checkpoints_to_keep: int = Field(2, ge=1)
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:

@@ -256,6 +256,6 @@ def read_training_set_meta(path: Path) -> TrainingSetMeta:
     if METADATA_KEY not in metadata:
         raise DataNotFoundError(
             f"{path} carries no {METADATA_KEY.decode()} metadata: rebuild it with "
-            "`pinfeed features build` / training_sets.build_*_set"
+            "`pinfeed features training-sets`"
         )
     return TrainingSetMeta.model_validate(json.loads(metadata[METADATA_KEY]))

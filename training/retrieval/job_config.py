@@ -2,7 +2,7 @@
 
 A job config says how to train (model settings without table sizes, which come from the data)
 and where (Ray Train options). `RetrievalJobConfig()` is the default the YAML file mirrors, so
-`pinfeed run` needs no file. Typos fail loudly (`extra="forbid"`).
+a job runs without a file. Typos fail loudly (`extra="forbid"`).
 """
 
 from __future__ import annotations
