@@ -130,6 +130,13 @@ def utility_section(report: dict[str, Any], figure: str) -> list[str]:
     return lines
 
 
+def _pool_source(source: str) -> str:
+    """`onnx:<run>/retrieval` -> the run's models; anything else as it is."""
+    if source.startswith("onnx:"):
+        return f"run {Path(source.removeprefix('onnx:')).parent.name}'s query tower and pin index"
+    return source
+
+
 def query_reward_section(report: dict[str, Any], figure: str) -> list[str]:
     config = report["config"]
     lines = [
@@ -137,7 +144,7 @@ def query_reward_section(report: dict[str, Any], figure: str) -> list[str]:
         f"{len(report['seeds'])}`",
         "",
         f"{config['users']} simulated users, interest shift at round {report['shift_round']}, "
-        f"candidates from {report['retrieval']['source']}; {report['interval']}.",
+        f"candidates from {_pool_source(report['retrieval']['source'])}; {report['interval']}.",
         "",
         "| policy | engagement rate [95% CI] | after the shift | lift vs count [95% CI] "
         "| recovery (rounds) |",
@@ -192,7 +199,8 @@ def render(home: ProjectHome, page: Path) -> str:
         "# pinfeed results",
         "",
         f"Written by `pinfeed report` at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Each section "
-        "names the command (and seeds) that produced its figures.",
+        "names the command (and seeds) that produced its figures; run in the README's order on "
+        "the event set below, they reproduce this page.",
         "",
         describe_events(home.events),
     ]

@@ -13,7 +13,8 @@ from pinfeed.errors import SchemaError
 
 
 def _missing(value: object) -> bool:
-    return value is None or (np.isscalar(value) and bool(pd.isna(value)))
+    """None, NaN, or pandas' NA (what an Arrow-backed pandas column holds for a null list)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def stack_embeddings(

@@ -1,7 +1,8 @@
 """An external interaction log, as users bring one: implicit feedback only (no impression rows),
 ratings-style ids and timestamps, and some items too rarely engaged to learn an embedding (they
-get a hashed one and the unknown topic). Imported with `pinfeed data import`, it passes every
-later command: validation and the retrieval ablation on it (`evaluate retrieval --events`)."""
+get a hashed one and the unknown topic). Imported with `pinfeed data import`, it passes
+validation and the retrieval ablation (`evaluate retrieval --events`); the ranker, which needs
+unengaged impressions as negatives, refuses it with a message that says so."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def write_log(path: Path, seed: int = 0) -> None:
         writer.writerows(rows)
 
 
-def pinfeed(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def pinfeed(*args: str, home: Path, code: int = 0) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "pinfeed_cli", *args, "--home", str(home)],
         capture_output=True,
@@ -55,14 +56,14 @@ def pinfeed(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
         env={**os.environ, "COLUMNS": "200"},
         timeout=900,
     )
-    assert done.returncode == 0, f"{args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == code, f"{args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
 
 def test_an_imported_log_passes_validation_and_the_retrieval_ablation(tmp_path: Path) -> None:
-    log, events = tmp_path / "log.csv", tmp_path / "events"
+    log, events = tmp_path / "log.csv", tmp_path / "data" / "events"
     write_log(log)
-    pinfeed("data", "import", "--interactions", str(log), "--out", str(events), home=tmp_path)
+    pinfeed("data", "import", "--interactions", str(log), home=tmp_path)
     topics = pq.read_table(events / "pins.parquet", columns=["topic"]).column("topic").to_numpy()
     assert (topics == UNKNOWN_TOPIC).sum() >= 10, "the rare items should carry the unknown topic"
     pinfeed("data", "validate", "--events", str(events), home=tmp_path)
@@ -76,3 +77,5 @@ def test_an_imported_log_passes_validation_and_the_retrieval_ablation(tmp_path: 
     assert report["config"]["n_pins"] == len(topics)  # every imported pin is in the corpus
     for variant, metrics in report["variants"].items():
         assert metrics["recall@100"]["mean"] is not None, variant
+    refused = pinfeed("train", "ranking", home=tmp_path, code=2)
+    assert "implicit-feedback" in refused.stdout and "Traceback" not in refused.stdout

@@ -5,6 +5,7 @@ importer and the validator."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
@@ -19,9 +20,10 @@ from feature_repo.tables import (
     feature_columns,
     feature_view_of,
 )
-from pinfeed.errors import ConfigError
+from pinfeed.errors import ConfigError, SchemaError
 from pinfeed.schema import PIN_SCHEMA, UNKNOWN_TOPIC
 from pinfeed.validate import validate_table
+from pinfeed.vectors import stack_embeddings
 from training.dense import DenseTransform
 from training.features import (
     LOG1P_FEATURES,
@@ -91,3 +93,13 @@ def test_unknown_topic_is_part_of_the_event_contract() -> None:
     assert only_unknown.n_topics == 1
     with pytest.raises(ConfigError, match="topic"):
         TowerConfig.from_data(np.array([0]), np.array([0]), np.array([-2]), content_dim=2)
+
+
+def test_missing_embeddings_read_as_zeros_whatever_pandas_calls_them() -> None:
+    """A null query embedding is None, NaN, or pd.NA (Ray Data's Arrow-backed pandas batches)."""
+    values = [[1.0, 2.0], None, float("nan"), pd.NA]
+    np.testing.assert_array_equal(
+        stack_embeddings(values, 2, "query"), [[1.0, 2.0], [0, 0], [0, 0], [0, 0]]
+    )
+    with pytest.raises(SchemaError, match="row 1 is null"):
+        stack_embeddings([[1.0, 2.0], pd.NA], 2, "pin", nullable=False)

@@ -32,7 +32,7 @@ from pinfeed.artifacts.ranker import RANKER_INPUTS, RankerInputs
 from pinfeed.artifacts.runs import run_for_ranking
 from pinfeed.calibration import fit_effective_sample_rates, fit_other_engaged_share
 from pinfeed.errors import ConfigError, DataNotFoundError
-from pinfeed.events import read_event_set
+from pinfeed.events import read_event_meta
 from pinfeed.home import ProjectHome
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import default_utility_weights, save_utility_weights
@@ -108,13 +108,19 @@ def _training_rows(
 def train_ranking(config: RankingJobConfig, home: ProjectHome) -> Path:
     """Train both rankers on `home`'s ranking training set, export; return the run's
     `ranking/` folder."""
+    events = read_event_meta(home.events)
+    if not events.has_impressions:
+        raise DataNotFoundError(
+            f"{home.events}: an implicit-feedback event set (engagements only, no impression "
+            "rows) has no unengaged impressions, so a ranker has no negatives to learn from; "
+            "import a log with `impression` events to train one (retrieval needs none)"
+        )
     path = home.training_sets / f"{RANKING_NAME}.parquet"
     if not path.is_file():
         raise DataNotFoundError(
             f"{path}: no ranking training set; build it with `pinfeed features training-sets`"
         )
     meta = read_training_set_meta(path)
-    events = read_event_set(home.events).meta
     split = time_split(events.end.astimezone(UTC), config.split)
     rows, num_topics = _training_rows(path, events.embedding_dim, split.train_end)
     w = float(meta.negative_sample_rate or 1.0)
