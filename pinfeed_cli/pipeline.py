@@ -74,10 +74,12 @@ def _ranking_summary(report: dict[str, Any]) -> str:
 
 
 def _utility_summary(report: dict[str, Any]) -> str:
-    best, hand = report["best"], report["hand_picked"]
+    value = {
+        arm: report[arm]["long_click_pr_auc"] for arm in ("best", "random_search", "hand_picked")
+    }
     return (
-        f"long_click PR-AUC {best['long_click_pr_auc']:.4f} (hand-picked "
-        f"{hand['long_click_pr_auc']:.4f}), constraints met: {best['constraints_met']}"
+        f"long_click PR-AUC: Ax {value['best']:.4f}, random search {value['random_search']:.4f}, "
+        f"hand-picked {value['hand_picked']:.4f}"
     )
 
 
@@ -103,7 +105,6 @@ def run_pipeline(
 
     console = console or Console()
     run_id = new_run_id()
-    b = budget
     plan: list[tuple[str, str, Callable[[], str]]] = [
         (
             "generate events",
@@ -129,13 +130,13 @@ def run_pipeline(
         ),
         (
             "train retrieval",
-            f"pinfeed train retrieval --epochs {b.retrieval_epochs}",
-            lambda: steps.train(home, "retrieval", run_id=run_id, epochs=b.retrieval_epochs),
+            f"pinfeed train retrieval --epochs {budget.retrieval_epochs}",
+            lambda: steps.train(home, "retrieval", run_id=run_id, epochs=budget.retrieval_epochs),
         ),
         (
             "train ranking",
-            f"pinfeed train ranking --epochs {b.ranking_epochs}",
-            lambda: steps.train(home, "ranking", run_id=run_id, epochs=b.ranking_epochs),
+            f"pinfeed train ranking --epochs {budget.ranking_epochs}",
+            lambda: steps.train(home, "ranking", run_id=run_id, epochs=budget.ranking_epochs),
         ),
         (
             "evaluate ranking",
@@ -144,13 +145,13 @@ def run_pipeline(
         ),
         (
             "optimise utility",
-            f"pinfeed optimize utility --trials {b.utility_trials} --initialization-trials "
-            f"{b.utility_initialization_trials} --no-bias-check --seed {seed}",
+            f"pinfeed optimize utility --trials {budget.utility_trials} --initialization-trials "
+            f"{budget.utility_initialization_trials} --no-bias-check --seed {seed}",
             lambda: _utility_summary(
                 steps.optimize_utility(
                     home,
-                    trials=b.utility_trials,
-                    initialization_trials=b.utility_initialization_trials,
+                    trials=budget.utility_trials,
+                    initialization_trials=budget.utility_initialization_trials,
                     bias_check=False,
                     seed=seed,
                     run_id=run_id,
@@ -160,11 +161,11 @@ def run_pipeline(
         ("cluster rewards", "pinfeed features rewards", lambda: steps.rewards(home)),
         (
             "query reward",
-            f"pinfeed evaluate query-reward --rounds {b.query_reward_rounds} --seeds "
-            f"{b.query_reward_seeds}",
+            f"pinfeed evaluate query-reward --rounds {budget.query_reward_rounds} --seeds "
+            f"{budget.query_reward_seeds}",
             lambda: format_comparison(
                 steps.evaluate_query_reward(
-                    home, rounds=b.query_reward_rounds, seeds=b.query_reward_seeds
+                    home, rounds=budget.query_reward_rounds, seeds=budget.query_reward_seeds
                 ).report
             ),
         ),
