@@ -7,16 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.redis import TEST_DB, RedisEndpoint, RedisProcess, answers
+from tests.support.redis import PROJECT_PREFIX, TEST_DB, RedisEndpoint, RedisProcess, answers
 
 
 @pytest.fixture(scope="session")
 def redis_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisEndpoint]:
-    """A real Redis: 127.0.0.1:6379 (database 13, flushed) when it answers, else our own server."""
+    """A real Redis: 127.0.0.1:6379 (database 13) when it answers, else our own server. On the
+    shared server the session deletes only the keys it wrote: its Feast projects' keys."""
     if answers("127.0.0.1", 6379):
         endpoint = RedisEndpoint("127.0.0.1", 6379, TEST_DB)
-        endpoint.client().flushdb()
         yield endpoint
+        client = endpoint.client()
+        ours = list(client.scan_iter(match=f"*{PROJECT_PREFIX}*".encode(), count=1000))
+        for start in range(0, len(ours), 500):
+            client.delete(*ours[start : start + 500])
         return
     server = RedisProcess(tmp_path_factory.mktemp("redis"))
     yield server.start()

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from pathlib import Path
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from feature_repo.homes import create_home
 from feature_repo.pipeline.clusters import users_with_clusters as _users_with_clusters
 from pinfeed.home import ProjectHome
 from pinfeed_cli.pipeline import run_pipeline
+from tests.support.redis import PROJECT_PREFIX
 from training.quick import quick_run
 
 RUN_ID = "tiny-run"
@@ -30,7 +32,8 @@ SERVING_WORLD = {"users": 200, "pins": 1500, "topics": 20, "days": 5}
 
 
 def make_home(root: Path) -> ProjectHome:
-    return create_home(root)
+    """An empty home whose Feast project is this session's own (`PROJECT_PREFIX`)."""
+    return create_home(root, project=f"{PROJECT_PREFIX}{uuid.uuid4().hex[:8]}")
 
 
 def data_home(root: Path, world: dict[str, int], seed: int = 3) -> ProjectHome:

@@ -8,13 +8,17 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
 TEST_DB = 13
-"""The database the tests use on a shared server; flushed at the start of a session."""
+"""The database the tests use on a shared server (127.0.0.1:6379)."""
+PROJECT_PREFIX = f"pinfeed_t{uuid.uuid4().hex[:6]}_"
+"""Starts the name of every Feast project this test session creates; Feast's Redis keys end with
+the project name, so the session deletes exactly the keys it wrote from a shared server."""
 
 
 @dataclass(frozen=True)
