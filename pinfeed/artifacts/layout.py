@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import AwareDatetime
+from typing import TypeVar
 
-from pinfeed.config import FrozenModel
-from pinfeed.errors import ConfigError
+from pydantic import AwareDatetime, BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from pinfeed.config import FrozenModel, problems
+from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 
 RUN_RECORD = "run.json"
 RETRIEVAL_DIR = "retrieval"
@@ -89,6 +92,33 @@ def write_text_atomic(path: Path, text: str) -> Path:
         stream.write(text)
     os.replace(temporary, path)
     return path
+
+
+Manifest = TypeVar("Manifest", bound=BaseModel)
+
+
+def read_manifest(path: Path, model: type[Manifest], train: str) -> Manifest:
+    """A manifest file as `model`; a missing or unreadable one names `train`, the command
+    that writes it again."""
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: no manifest here; train one with `{train}`")
+    try:
+        return model.model_validate_json(path.read_text())
+    except PydanticValidationError as error:
+        raise SchemaError(
+            f"{path}: not a manifest this version reads ({problems(error)}); retrain with "
+            f"`{train}`"
+        ) from None
+
+
+def check_hashes(folder: Path, hashes: dict[str, str], manifest: Path) -> None:
+    """Every file of `hashes` (name -> SHA-256) exists in `folder` with that hash."""
+    for name, sha in hashes.items():
+        file = folder / name
+        if not file.is_file():
+            raise DataNotFoundError(f"{file}: listed in {manifest} but missing; retrain the run")
+        if sha256_file(file) != sha:
+            raise SchemaError(f"{file}: SHA-256 differs from {manifest}; retrain the run")
 
 
 class RunRecord(FrozenModel):

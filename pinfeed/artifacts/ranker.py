@@ -18,11 +18,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
-from pydantic import ValidationError as PydanticValidationError
 
-from pinfeed.artifacts.layout import RANKER_FILE, RANKER_MANIFEST, sha256_file, write_text_atomic
-from pinfeed.config import FrozenModel, problems
-from pinfeed.errors import DataNotFoundError, SchemaError
+from pinfeed.artifacts.layout import (
+    RANKER_FILE,
+    RANKER_MANIFEST,
+    check_hashes,
+    read_manifest,
+    write_text_atomic,
+)
+from pinfeed.config import FrozenModel
+from pinfeed.errors import SchemaError
 from pinfeed.schema import ENGAGEMENTS
 
 RANKER_INPUTS: tuple[str, ...] = ("dense", "topic", "pin_embedding", "query_embedding")
@@ -122,20 +127,8 @@ def write_ranker_manifest(manifest: RankerManifest, out_dir: Path) -> Path:
 def read_ranker_manifest(out_dir: Path) -> RankerManifest:
     """Read `ranker.manifest.json` and check the heads and the model file's hash against it."""
     path = out_dir / RANKER_MANIFEST
-    if not path.is_file():
-        raise DataNotFoundError(f"{path}: no ranker manifest; train one with `pinfeed train ranking`")
-    try:
-        manifest = RankerManifest.model_validate_json(path.read_text())
-    except PydanticValidationError as error:
-        raise SchemaError(
-            f"{path}: not a ranker manifest this version reads ({problems(error)}); "
-            "retrain with `pinfeed train ranking`"
-        ) from None
+    manifest = read_manifest(path, RankerManifest, "pinfeed train ranking")
     if tuple(manifest.heads) != ENGAGEMENTS:
         raise SchemaError(f"{path}: heads {manifest.heads} differ from {ENGAGEMENTS}; retrain")
-    model = out_dir / manifest.model_file
-    if not model.is_file():
-        raise DataNotFoundError(f"{model}: listed in {path} but missing; retrain the ranker")
-    if sha256_file(model) != manifest.sha256:
-        raise SchemaError(f"{model}: SHA-256 differs from {path}; retrain the ranker")
+    check_hashes(out_dir, {manifest.model_file: manifest.sha256}, path)
     return manifest

@@ -15,11 +15,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError as PydanticValidationError
 
-from pinfeed.artifacts.layout import RETRIEVAL_MANIFEST, sha256_file, write_text_atomic
-from pinfeed.config import FrozenModel, problems
-from pinfeed.errors import DataNotFoundError, SchemaError
+from pinfeed.artifacts.layout import (
+    RETRIEVAL_MANIFEST,
+    check_hashes,
+    read_manifest,
+    sha256_file,
+    write_text_atomic,
+)
+from pinfeed.config import FrozenModel
 
 QUERY_TOWER_INPUTS: tuple[str, ...] = ("user_id", "user_dense", "query_pin_id", "query_content")
 """Query tower inputs, in call order: [B] int64, [B, F_user] float32, [B] int64, [B, D] float32."""
@@ -89,29 +93,14 @@ def write_retrieval_manifest(manifest: RetrievalManifest, out_dir: Path) -> Path
 def read_retrieval_manifest(out_dir: Path, verify: bool = True) -> RetrievalManifest:
     """Load `out_dir/manifest.json`; with `verify`, check every listed file's hash."""
     path = out_dir / RETRIEVAL_MANIFEST
-    if not path.is_file():
-        raise DataNotFoundError(
-            f"{path}: no retrieval manifest; train one with `pinfeed train retrieval`"
-        )
-    try:
-        manifest = RetrievalManifest.model_validate_json(path.read_text())
-    except PydanticValidationError as error:
-        raise SchemaError(
-            f"{path}: not a retrieval manifest this version reads ({problems(error)}); "
-            "retrain with `pinfeed train retrieval`"
-        ) from None
+    manifest = read_manifest(path, RetrievalManifest, "pinfeed train retrieval")
     if verify:
-        expected = {
+        hashes = {
             manifest.query_tower.file: manifest.query_tower.sha256,
             manifest.pin_tower.file: manifest.pin_tower.sha256,
             **manifest.files,
         }
-        for name, sha in expected.items():
-            file = out_dir / name
-            if not file.is_file():
-                raise DataNotFoundError(f"{file}: listed in {path} but missing; retrain the run")
-            if sha256_file(file) != sha:
-                raise SchemaError(f"{file}: SHA-256 differs from {path}; retrain the run")
+        check_hashes(out_dir, hashes, path)
     return manifest
 
 
