@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.ranking import RankingEvalConfig
 from evaluation.utility_ax import ax_search
 from evaluation.utility_space import (
     OBJECTIVE_HEAD,
@@ -159,11 +160,13 @@ def optimize_utility(
     seed: int | None = None,
     run_id: str = LATEST,
     config: UtilitySearchConfig | None = None,
+    scoring: RankingEvalConfig | None = None,
 ) -> dict[str, Any]:
     """Search the utility weights on a run's validation days (default: the newest run with a
     ranker); write the report to `out`, the trace figure beside it and the best weights to the
-    run's utility.json. `trials` / `seed` override the config's."""
-    from evaluation.ranking import RankingEvalConfig, ranking_run, score_slice
+    run's utility.json. `trials` / `seed` override the config's; `scoring` is how the
+    validation days are read (configs/ranking.yaml's `evaluation:` section)."""
+    from evaluation.ranking import ranking_run, score_slice
 
     config = config or UtilitySearchConfig()
     overrides = {"trials": trials, "seed": seed}
@@ -171,7 +174,7 @@ def optimize_utility(
     config = UtilitySearchConfig.model_validate(config.model_dump())
     layout = ranking_run(home, run_id)
     run = read_ranking_run(layout.ranking)
-    scores = score_slice(home, layout, "validation", RankingEvalConfig())
+    scores = score_slice(home, layout, "validation", scoring or RankingEvalConfig())
     report, results = search_report(ValidationSlice(scores.labels, scores.calibrated()), config)
     report["figure"] = str(save_trace_figure(out.parent / TRACE_FILE, results))
     chosen = UtilityWeights(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from pinfeed.config import validate_model
 from pinfeed.errors import DataNotFoundError, SchemaError
 from pinfeed.schema import SCHEMAS
 
@@ -119,7 +121,11 @@ def read_event_meta(path: Path) -> EventSetMeta:
             f"no event set at {path} (meta.json missing): run `pinfeed data generate --out {path}`"
             " or `pinfeed data import --out ...` first"
         )
-    return EventSetMeta.model_validate_json((path / "meta.json").read_text())
+    try:
+        raw = json.loads((path / "meta.json").read_text())
+    except json.JSONDecodeError as error:
+        raise SchemaError(f"{path / 'meta.json'}: not valid JSON ({error})") from None
+    return validate_model(EventSetMeta, raw, str(path / "meta.json"))
 
 
 def read_event_set(path: Path) -> EventSet:

@@ -40,9 +40,10 @@ def ranking(
     out: Annotated[
         Path | None, typer.Option(help="Report JSON (default: <home>/reports/ranking.json).")
     ] = None,
-    config: Annotated[Path, typer.Option(help="Ranking YAML (its evaluation: section).")] = Path(
-        "configs/ranking.yaml"
-    ),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Ranking YAML (its evaluation: section; default configs/ranking.yaml)."),
+    ] = None,
     run_id: RunIdOption = "latest",
     home: HomeOption = None,
 ) -> None:

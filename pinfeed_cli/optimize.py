@@ -29,9 +29,10 @@ def utility(
     out: Annotated[
         Path | None, typer.Option(help="Report JSON (default: <home>/reports/utility.json).")
     ] = None,
-    config: Annotated[Path, typer.Option(help="Ranking YAML (its utility: section).")] = Path(
-        "configs/ranking.yaml"
-    ),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Ranking YAML (its utility: section; default configs/ranking.yaml)."),
+    ] = None,
     run_id: RunIdOption = "latest",
     home: HomeOption = None,
 ) -> None:

@@ -122,8 +122,10 @@ def evaluate_ranking(
 ) -> dict[str, Any]:
     from evaluation.ranking import evaluate_ranking as evaluate
     from evaluation.ranking import load_eval_config
+    from training.job import config_file
 
-    settings = load_eval_config(config) if config else None
+    path = config_file("ranking", config)
+    settings = load_eval_config(path) if path else None
     target = out or home.reports / "ranking.json"
     report = evaluate(home, target, run_id=run_id, config=settings)
     return report | {"path": str(target)}
@@ -140,16 +142,22 @@ def optimize_utility(
     seed: int | None = None,
     run_id: str = LATEST,
 ) -> dict[str, Any]:
+    from evaluation.ranking import RankingEvalConfig, load_eval_config
     from evaluation.utility_search import UtilitySearchConfig, load_search_config
     from evaluation.utility_search import optimize_utility as optimize
+    from training.job import config_file
 
-    search = load_search_config(config) if config else UtilitySearchConfig()
+    path = config_file("ranking", config)
+    search = load_search_config(path) if path else UtilitySearchConfig()
+    scoring = load_eval_config(path) if path else RankingEvalConfig()
     update: dict[str, Any] = {} if bias_check else {"bias_check_derived": ()}
     if initialization_trials is not None:
         update["initialization_trials"] = initialization_trials
     search = UtilitySearchConfig.model_validate(search.model_dump() | update)
     target = out or home.reports / "utility.json"
-    report = optimize(home, target, trials=trials, seed=seed, run_id=run_id, config=search)
+    report = optimize(
+        home, target, trials=trials, seed=seed, run_id=run_id, config=search, scoring=scoring
+    )
     return report | {"path": str(target)}
 
 

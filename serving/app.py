@@ -30,6 +30,7 @@ from serving.config import (
     ServingConfig,
     load_serve_file,
     parse_serving_config,
+    user_configs,
 )
 from serving.deploy import deploy, token_digest
 from serving.deployments.feedback_sink import FeedbackSink
@@ -43,12 +44,12 @@ CONFIG_FILE = Path(__file__).resolve().parent / "config.yaml"
 def build_app(config: ServingConfig, deployments: Sequence[DeploymentSettings] = ()) -> Application:
     """Check the run to serve, then bind the graph with it as the models' `user_config`."""
     run = load_run(config.project.artifacts, config.run_id)
-    models = ActiveModels(run_id=run.run_id).model_dump(mode="json")
+    models = user_configs(ActiveModels(run_id=run.run_id))
     settings = {d.name: d.options() for d in deployments}
-    ranker = Ranker.options(**{"user_config": models, **settings.get("Ranker", {})}).bind(config)
+    ranker = Ranker.options(**{"user_config": models["Ranker"], **settings.get("Ranker", {})})
     recommender = Recommender.options(
-        **{"user_config": models, **settings.get("Recommender", {})}
-    ).bind(config, ranker)
+        **{"user_config": models["Recommender"], **settings.get("Recommender", {})}
+    ).bind(config, ranker.bind(config))
     feedback = FeedbackSink.options(**settings.get("FeedbackSink", {})).bind(config)
     digest = config.admin_token_sha256 or token_digest(os.environ.get(config.admin_token_env))
     ingress = ingress_deployment().options(**settings.get("Ingress", {}))
@@ -109,9 +110,10 @@ def serve_forever(
     host: str = "127.0.0.1",
     port: int = 8000,
 ) -> None:
-    """`pinfeed serve`: deploy, block until interrupted, then shut down."""
-    serve_app(config_path, overrides, host=host, port=port)
+    """`pinfeed serve`: deploy, block until interrupted, then shut down (also when the deploy
+    itself fails, so no half-started app is left behind)."""
     try:
+        serve_app(config_path, overrides, host=host, port=port)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -14,8 +14,9 @@ Three layers, as Ray Serve splits them:
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -29,8 +30,6 @@ from pinfeed.utility import UtilityWeights
 APP_NAME = "pinfeed"
 ADMIN_TOKEN_ENV = "PINFEED_ADMIN_TOKEN"
 DEPLOYMENT_NAMES = ("Ingress", "Recommender", "Ranker", "FeedbackSink")
-MODEL_DEPLOYMENTS = ("Recommender", "Ranker")
-"""The deployments whose `user_config` is the `ActiveModels`."""
 
 
 class RankerBatching(FrozenModel):
@@ -93,13 +92,10 @@ class ServingConfig(FrozenModel):
         return self.state_dir or self.project.data / "serving"
 
 
-class ActiveModels(FrozenModel):
-    """The `user_config` of the model deployments: what every replica serves."""
+class ServedRun(FrozenModel):
+    """The Ranker's `user_config`: the run whose ranker it loads ahead of requests."""
 
     run_id: str = Field(description="a concrete run id (never `latest`)")
-    utility: UtilityWeights | None = Field(
-        None, description="utility weights; None: the run's own utility.json"
-    )
 
     @field_validator("run_id")
     @classmethod
@@ -107,11 +103,39 @@ class ActiveModels(FrozenModel):
         return check_run_id(run_id)
 
 
-def parse_active_models(user_config: dict[str, Any] | None) -> ActiveModels:
-    """A deployment's `user_config` as `ActiveModels` (errors name the field)."""
+class ActiveModels(ServedRun):
+    """The Recommender's `user_config`: the run and the utility weights every replica serves."""
+
+    utility: UtilityWeights | None = Field(
+        None, description="utility weights; None: the run's own utility.json"
+    )
+    requested_at: datetime | None = Field(
+        None,
+        description="when a reload asked for these models: a new value makes every replica "
+        "re-read the run's utility.json even when nothing else changed",
+    )
+
+    def served_run(self) -> ServedRun:
+        return ServedRun(run_id=self.run_id)
+
+
+ServedRunT = TypeVar("ServedRunT", bound=ServedRun)
+
+
+def user_configs(models: ActiveModels) -> dict[str, dict[str, Any]]:
+    """Deployment name -> its `user_config` for `models`: the Ranker only needs the run, so a
+    weights-only reload leaves its replicas alone."""
+    return {
+        "Recommender": models.model_dump(mode="json"),
+        "Ranker": models.served_run().model_dump(mode="json"),
+    }
+
+
+def parse_user_config(model: type[ServedRunT], user_config: dict[str, Any] | None) -> ServedRunT:
+    """A deployment's `user_config` as `model` (errors name the field)."""
     if user_config is None:
-        raise ConfigError("user_config: the model deployments need {run_id, utility}")
-    return validate_model(ActiveModels, user_config, "user_config")
+        raise ConfigError("user_config: the model deployments need at least {run_id}")
+    return validate_model(model, user_config, "user_config")
 
 
 class ActorOptions(FrozenModel):

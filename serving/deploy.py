@@ -4,8 +4,10 @@ lightweight in-place update (Serve calls `reconfigure` on every replica, on ever
 a restart.
 
 - `deploy(serve_file)`: start Serve if needed and apply the app's config; wait until RUNNING.
-- `apply_active_models(models)`: set the `user_config` of the model deployments, keeping the
-  rest of the live config, and wait until every replica runs it (`/admin/reload`).
+  `latest` is resolved here, on the deploying machine, so redeploying after a new run was
+  trained changes the app's args and Serve rebuilds it with the new run.
+- `apply_active_models(models)`: set the model deployments' `user_config`, keeping the rest of
+  the live config (other apps, target capacity), and wait until every replica runs it.
 
 The one file that uses Serve's controller client (`ray.serve.context._get_global_client`, what
 the `serve` CLI itself uses); a Serve upgrade touches this file.
@@ -22,11 +24,18 @@ from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema, ServeInstanceDetails
 
-from pinfeed.errors import ConfigError
-from serving.config import APP_NAME, MODEL_DEPLOYMENTS, ActiveModels, ServeFile
+from pinfeed.artifacts.layout import LATEST
+from pinfeed.artifacts.runs import latest_run
+from pinfeed.errors import ConfigError, PinfeedError
+from serving.config import APP_NAME, ActiveModels, ServeFile, user_configs
 
 IMPORT_PATH = "serving.app:app_builder"
 POLL_S = 0.2
+FAILED = {"UNHEALTHY", "DEPLOY_FAILED"}
+
+
+class ReloadTimeout(PinfeedError):
+    """Serve did not report every replica on the new models in time."""
 
 
 def token_digest(token: str | None) -> str | None:
@@ -36,13 +45,17 @@ def token_digest(token: str | None) -> str | None:
 
 def app_schema(serve_file: ServeFile, app_name: str = APP_NAME) -> ServeApplicationSchema:
     """The application entry of a Serve config for `serve_file` (what serving/config.yaml
-    holds, after pinfeed's overrides). The admin token is read from the deploying process's
-    environment and only its SHA-256 goes into the config: the app's replicas may run where
-    that variable is not set."""
+    holds, after pinfeed's overrides), with `latest` resolved to a run id. The admin token is
+    read from the deploying process's environment and only its SHA-256 goes into the config:
+    the app's replicas may run where that variable is not set."""
     args = serve_file.args
+    update: dict[str, Any] = {}
     token = os.environ.get(args.admin_token_env)
     if args.admin_token_sha256 is None and token:
-        args = args.model_copy(update={"admin_token_sha256": token_digest(token)})
+        update["admin_token_sha256"] = token_digest(token)
+    if args.run_id == LATEST:
+        update["run_id"] = latest_run(args.project.artifacts).run_id
+    args = args.model_copy(update=update)
     return ServeApplicationSchema(
         name=app_name,
         route_prefix="/",
@@ -57,16 +70,20 @@ def _details() -> ServeInstanceDetails:
 
 
 def _live_applications(details: ServeInstanceDetails) -> dict[str, ServeApplicationSchema]:
-    """The declaratively deployed apps and their configs (a re-apply must keep all of them)."""
+    """The declaratively deployed apps that stay, with their configs (a re-apply must keep
+    every one of them; one being deleted must not come back)."""
     return {
         name: app.deployed_app_config
         for name, app in details.applications.items()
-        if app.deployed_app_config is not None
+        if app.deployed_app_config is not None and app.status.value != "DELETING"
     }
 
 
-def _apply(applications: list[ServeApplicationSchema]) -> None:
-    _get_global_client().deploy_apps(ServeDeploySchema(applications=applications))
+def _apply(details: ServeInstanceDetails, applications: dict[str, ServeApplicationSchema]) -> None:
+    schema = ServeDeploySchema(
+        applications=list(applications.values()), target_capacity=details.target_capacity
+    )
+    _get_global_client().deploy_apps(schema)
 
 
 def wait_running(app_name: str = APP_NAME, timeout_s: float = 300.0) -> None:
@@ -86,17 +103,20 @@ def wait_running(app_name: str = APP_NAME, timeout_s: float = 300.0) -> None:
 
 def deploy(serve_file: ServeFile, *, host: str, port: int, timeout_s: float = 300.0) -> str:
     """Start Serve (HTTP on host:port) if it is not running, deploy the app declaratively
-    (replacing a previous deploy of the same name) and wait until it runs; the base URL."""
+    (replacing a previous deploy of the same name) and wait until it runs; the base URL Serve
+    listens on (a Serve already running keeps its own host and port)."""
     serve.start(http_options={"host": host, "port": port})
-    live = _live_applications(_details())
+    details = _details()
+    live = _live_applications(details)
     live[APP_NAME] = app_schema(serve_file)
-    _apply(list(live.values()))
+    _apply(details, live)
     wait_running(APP_NAME, timeout_s)
-    return f"http://{host}:{port}"
+    http = _details().http_options
+    return f"http://{http.host if http else host}:{http.port if http else port}"
 
 
 def active_models(app_name: str = APP_NAME) -> ActiveModels:
-    """What the app's model deployments are configured to serve (the target `user_config`)."""
+    """What the app's Recommender is configured to serve (its target `user_config`)."""
     app = _details().applications.get(app_name)
     if app is None or "Recommender" not in app.deployments:
         raise ConfigError(f"serve app {app_name!r} has no Recommender deployment")
@@ -104,17 +124,18 @@ def active_models(app_name: str = APP_NAME) -> ActiveModels:
     return ActiveModels.model_validate(config)
 
 
-def _deployments_at(
-    details: ServeInstanceDetails, app_name: str, user_config: dict[str, Any]
-) -> bool:
-    """Every model deployment targets `user_config` and all its replicas run it."""
+def _switched(details: ServeInstanceDetails, app_name: str, targets: dict[str, Any]) -> bool:
+    """Every model deployment targets its `user_config` and all its replicas run it; a
+    deployment that failed to reconfigure raises with Serve's message."""
     app = details.applications.get(app_name)
     if app is None:
         return False
-    for name in MODEL_DEPLOYMENTS:
+    for name, user_config in targets.items():
         deployment = app.deployments.get(name)
         if deployment is None or deployment.deployment_config.user_config != user_config:
             return False
+        if deployment.status.value in FAILED:
+            raise ConfigError(f"deployment {name} failed to switch: {deployment.message}")
         if deployment.status.value != "HEALTHY":
             return False
     return True
@@ -123,28 +144,29 @@ def _deployments_at(
 def apply_active_models(
     models: ActiveModels, app_name: str = APP_NAME, timeout_s: float = 120.0
 ) -> None:
-    """Set the model deployments' `user_config` to `models` in the live config and wait until
+    """Set the model deployments' `user_config` for `models` in the live config and wait until
     every replica has reconfigured (Serve marks a deployment HEALTHY again only then)."""
-    live = _live_applications(_details())
+    details = _details()
+    live = _live_applications(details)
     app = live.get(app_name)
     if app is None:
         raise ConfigError(
             f"serve app {app_name!r} was not deployed from a config; deploy it with "
             "`pinfeed serve` or `serve run serving/config.yaml`"
         )
-    user_config = models.model_dump(mode="json")
+    targets = user_configs(models)
     raw = app.model_dump(exclude_unset=True)
     listed = {deployment["name"]: deployment for deployment in raw.get("deployments", [])}
-    for name in MODEL_DEPLOYMENTS:
+    for name, user_config in targets.items():
         listed[name] = {**listed.get(name, {"name": name}), "user_config": user_config}
     raw["deployments"] = list(listed.values())
     live[app_name] = ServeApplicationSchema.model_validate(raw)
-    _apply(list(live.values()))
+    _apply(details, live)
     deadline = time.monotonic() + timeout_s
-    while not _deployments_at(_details(), app_name, user_config):
+    while not _switched(_details(), app_name, targets):
         if time.monotonic() > deadline:
-            raise ConfigError(
-                f"serve app {app_name!r}: replicas did not switch to run {models.run_id} "
-                f"within {timeout_s:.0f} s; see `serve status`"
+            raise ReloadTimeout(
+                f"serve app {app_name!r}: replicas did not switch to run {models.run_id} within "
+                f"{timeout_s:.0f} s; `/healthz` and the Serve logs say where they are"
             )
         time.sleep(POLL_S)

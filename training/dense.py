@@ -23,7 +23,9 @@ class DenseTransform(nn.Module):
         super().__init__()
         self.names = names
         mask = torch.tensor([name in LOG1P_FEATURES for name in names], dtype=torch.bool)
-        self.register_buffer("log1p_columns", mask, persistent=False)
+        # Persistent: a checkpoint keeps the mask it was trained with, whatever the tables say
+        # when it is loaded again.
+        self.register_buffer("log1p_columns", mask)
         self.standardize = standardize
         if standardize:
             self.register_buffer("mean", torch.zeros(len(names)))

@@ -29,15 +29,15 @@ from feature_repo.tables import (
     feature_view_of,
     heavy_tailed_columns,
 )
+from pinfeed.artifacts.ranker import CONTENT_EMBEDDING as CONTENT_EMBEDDING  # re-exported
 from pinfeed.artifacts.ranker import POSITION
+from pinfeed.artifacts.ranker import TOPIC as TOPIC  # re-exported
 
 USER_DENSE_FEATURES: tuple[str, ...] = feature_columns(USER_FEATURES) + feature_columns(USER_DWELL)
 """The 12 user features of both models: 7 activity, then 5 dwell."""
 PIN_ACTIVITY_FEATURES: tuple[str, ...] = feature_columns(PIN_FEATURES)
 PIN_DWELL_FEATURES: tuple[str, ...] = feature_columns(PIN_DWELL)
 SHOPPABLE = "shoppable"
-TOPIC = "topic"
-CONTENT_EMBEDDING = "content_embedding"
 QUERY_CONTENT_EMBEDDING = "query_content_embedding"
 QUERY_PIN_VIEW = "query_pin_content"
 """The projection of pin_content onto the query pin (feature_repo/definitions.py)."""

@@ -24,8 +24,13 @@ Job = Literal["retrieval", "ranking"]
 JOBS: tuple[Job, ...] = ("retrieval", "ranking")
 
 
-def default_config(job: Job) -> Path:
-    return Path("configs") / f"{job}.yaml"
+def config_file(job: Job, given: Path | None = None) -> Path | None:
+    """The YAML a job reads: `given` (which must exist), else `configs/<job>.yaml` where it
+    exists (the checkout), else None: the built-in defaults, which that file mirrors."""
+    if given is not None:
+        return given
+    default = Path("configs") / f"{job}.yaml"
+    return default if default.is_file() else None
 
 
 def train(
@@ -36,22 +41,22 @@ def train(
     run_id: str | None = None,
     epochs: int | None = None,
 ) -> Path:
-    """Run one training job with the YAML `config` (default configs/<job>.yaml), writing run
+    """Run one training job with the YAML `config` (`config_file`), writing run
     `run_id` (default: a new run for retrieval, the run retrieval made for ranking); `epochs`
     overrides the config's. Returns the folder the job wrote."""
-    path = config or default_config(job)
+    path = config_file(job, config)
     if job == "retrieval":
         from training.retrieval.job import train_retrieval
-        from training.retrieval.job_config import load_job_config
+        from training.retrieval.job_config import RetrievalJobConfig, load_job_config
 
-        retrieval = load_job_config(path)
+        retrieval = load_job_config(path) if path else RetrievalJobConfig()
         model = retrieval.model.model_copy(update={"epochs": epochs or retrieval.model.epochs})
         update = {"model": model, "run_id": run_id or retrieval.run_id}
         return train_retrieval(retrieval.model_copy(update=update), home)
-    from training.ranking.config import load_job_config
+    from training.ranking.config import RankingJobConfig, load_job_config
     from training.ranking.job import train_ranking
 
-    ranking = load_job_config(path)
+    ranking = load_job_config(path) if path else RankingJobConfig()
     update = {"epochs": epochs or ranking.epochs, "run_id": run_id or ranking.run_id}
     return train_ranking(ranking.model_copy(update=update), home)
 
@@ -59,7 +64,9 @@ def train(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.job", description=__doc__)
     parser.add_argument("job", choices=JOBS)
-    parser.add_argument("--config", type=Path, default=None, help="default: configs/<job>.yaml")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="default: configs/<job>.yaml, else built-in"
+    )
     parser.add_argument(
         "--home", type=Path, default=None, help="Project home (default: $PINFEED_HOME or .)"
     )

@@ -68,13 +68,13 @@ def quick_ranking(
         rows = rng.integers(0, len(inputs), size=256)
         train_step(model, loss, optimizer, RankerBatch.from_arrays(inputs.take(rows), labels[rows]))
     rates = fit_effective_sample_rates(labels, rate)
-    export_ranker(
+    save_utility_weights(default_utility_weights(), run.utility)
+    export_ranker(  # its manifest last: the run holds a ranker once it is complete
         model,
         run.ranking,
         negative_sample_rate=rate,
         calibration_sample_rates=dict(zip(ENGAGEMENTS, rates.tolist(), strict=True)),
     )
-    save_utility_weights(default_utility_weights(), run.utility)
     return model
 
 

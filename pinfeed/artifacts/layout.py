@@ -23,7 +23,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
 from typing import TypeVar
 
 from pydantic import AwareDatetime, BaseModel
@@ -106,8 +105,7 @@ def read_manifest(path: Path, model: type[Manifest], train: str) -> Manifest:
         return model.model_validate_json(path.read_text())
     except PydanticValidationError as error:
         raise SchemaError(
-            f"{path}: not a manifest this version reads ({problems(error)}); retrain with "
-            f"`{train}`"
+            f"{path}: not a manifest this version reads ({problems(error)}); retrain with `{train}`"
         ) from None
 
 
@@ -190,9 +188,9 @@ class RunLayout:
         return self.ranker_manifest.is_file()
 
     def record(self) -> RunRecord:
-        """The run record; a folder made by hand (no run.json) counts from its creation time."""
+        """The run record; a folder made by hand (no run.json) counts from its change time."""
         if self.record_path.is_file():
-            return RunRecord.model_validate_json(self.record_path.read_text())
+            return read_manifest(self.record_path, RunRecord, "pinfeed train retrieval")
         made = datetime.fromtimestamp(self.root.stat().st_mtime, tz=UTC)
         return RunRecord(run_id=self.run_id, created_at=made)
 

@@ -35,6 +35,10 @@ RANKER_INPUTS: tuple[str, ...] = ("dense", "topic", "pin_embedding", "query_embe
 RANKER_OUTPUT = "logits"
 POSITION = "position"
 """A request-time column, not a Feast feature: serving scores every candidate at position 0."""
+TOPIC = "topic"
+CONTENT_EMBEDDING = "content_embedding"
+"""The candidate's topic and content embedding: keys of `source_columns` every consumer needs
+besides the dense features (their columns feed the `topic` and `pin_embedding` inputs)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 
 from pinfeed.artifacts.layout import (
     RETRIEVAL_MANIFEST,
@@ -78,7 +79,7 @@ class RetrievalManifest(FrozenModel):
     opset: int
     exporter: str
     versions: dict[str, str]
-    files: dict[str, str] = {}
+    files: dict[str, str] = Field(default_factory=dict)
     """Other files of the run's retrieval folder (the pin index) -> SHA-256."""
     training_config: dict[str, Any]
     """The training job's model config, as it was (training validates it back)."""

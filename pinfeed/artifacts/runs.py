@@ -6,16 +6,25 @@
 - A training job creates or joins a run: `train retrieval` starts a new one unless told which;
   `train ranking` joins the newest run that has a retrieval model and no ranker yet (the one
   `train retrieval` just made), so the two jobs run one after the other fill one folder.
+- A run's manifests are written last, after every file they hash: a run that holds a part is
+  a run whose part is complete.
 - `load_run`: a run's two manifests, hash-checked and checked against each other.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pinfeed.artifacts.layout import LATEST, RunLayout, check_run_id, new_run_id
+from pinfeed.artifacts.layout import (
+    LATEST,
+    RUN_ID_PATTERN,
+    RunLayout,
+    check_run_id,
+    new_run_id,
+)
 from pinfeed.artifacts.ranker import RankerManifest, read_ranker_manifest
 from pinfeed.artifacts.retrieval import RetrievalManifest, read_retrieval_manifest
 from pinfeed.errors import ConfigError, DataNotFoundError
@@ -30,10 +39,15 @@ def _has(run: RunLayout, part: Part) -> bool:
 
 
 def list_runs(artifacts: Path) -> list[RunLayout]:
-    """Every run folder under `artifacts`, oldest first (by `created_at`, then id)."""
+    """Every run folder under `artifacts` (a folder named like a run id), oldest first (by
+    `created_at`, then id)."""
     if not artifacts.is_dir():
         return []
-    runs = [RunLayout(path) for path in artifacts.iterdir() if path.is_dir()]
+    runs = [
+        RunLayout(path)
+        for path in artifacts.iterdir()
+        if path.is_dir() and re.fullmatch(RUN_ID_PATTERN, path.name) and path.name != LATEST
+    ]
     return sorted(runs, key=lambda run: (run.record().created_at, run.run_id))
 
 
@@ -67,20 +81,21 @@ def run_for_retrieval(artifacts: Path, run_id: str | None) -> RunLayout:
 
 
 def run_for_ranking(artifacts: Path, run_id: str | None) -> RunLayout:
-    """The run a ranking job writes: `run_id` if given; else the newest run, if it has no
-    ranker yet; else a new run when there is none at all."""
+    """The run a ranking job writes: `run_id` if given; else the newest run that has a
+    retrieval model and no ranker yet; else a new run when there is no run at all."""
     if run_id:
         return RunLayout.of(artifacts, run_id).create()
     runs = list_runs(artifacts)
     if not runs:
         return RunLayout.of(artifacts, new_run_id()).create()
-    newest = runs[-1]
-    if newest.has_ranking():
+    waiting = [run for run in runs if run.has_retrieval() and not run.has_ranking()]
+    if not waiting:
+        newest = runs[-1].run_id
         raise ConfigError(
-            f"run_id: the newest run {newest.run_id!r} already has a ranker; pass --run-id "
-            f"{newest.run_id} to replace it, or train retrieval first to start a new run"
+            f"run_id: no run waits for a ranker (each has one, or no retrieval model); train "
+            f"retrieval first to start a run, or pass --run-id (e.g. {newest}, to replace its ranker)"
         )
-    return newest
+    return waiting[-1]
 
 
 @dataclass(frozen=True)

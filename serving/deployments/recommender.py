@@ -21,15 +21,18 @@ import logging
 import time
 from typing import Any
 
+from feast import FeatureStore
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from pinfeed.artifacts.runs import load_run
-from serving.config import ServingConfig, parse_active_models
+from pinfeed.errors import PinfeedError
+from serving.config import ActiveModels, ServingConfig, parse_user_config
 from serving.stages.active import ActivePipeline, pipeline_builder
 from serving.stages.contract import check_against_services
-from serving.stages.online import STORE_ERRORS, OnlineStoreUnavailable, connect
+from serving.stages.online import STORE_ERRORS, connect
 from serving.stages.pipeline import Pipeline, Recommendation, RecommendQuery
+from serving.stages.ranker import RankerModel
 from serving.stages.retriever import Retriever
 
 logger = logging.getLogger("ray.serve")
@@ -40,14 +43,18 @@ class Recommender:
     def __init__(self, config: ServingConfig, ranker: DeploymentHandle) -> None:
         self.config = config
         self.ranker = ranker
-        self.store = connect(config.project, config.redis_url)
-        self.active = ActivePipeline(pipeline_builder(config, self.store))
+        self.active = ActivePipeline(pipeline_builder(config, self._connect))
         self._checked = time.monotonic()
         self._refresh: asyncio.Future[bool] | None = None
 
+    def _connect(self) -> FeatureStore:
+        """A Feast store of its own for whoever asks (a pipeline, a check, a cache refresh):
+        they run on different threads."""
+        return connect(self.config.project, self.config.redis_url)
+
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve the run and weights of `user_config`; the old pipeline serves meanwhile."""
-        models = parse_active_models(user_config)
+        models = parse_user_config(ActiveModels, user_config)
         await asyncio.to_thread(self.active.apply, models)
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
@@ -58,22 +65,29 @@ class Recommender:
         logits = await self.ranker.rank.remote(prepared.inputs)
         return pipeline.finish(prepared, logits)
 
-    async def check_run(self, run_id: str) -> str:
-        """Load `run_id`'s artifacts, check them against the feature services and open its
-        sessions, without serving it; the ingress calls this before switching every replica.
-        Returns the run's version."""
+    async def check_run(self, run_id: str) -> dict[str, str]:
+        """Load run `run_id` (`latest`: the newest complete run), check it against the feature
+        services and open both models' sessions, without serving it; the ingress calls this
+        before switching every replica. {"run_id": the concrete id, "version": its version}."""
 
-        def check() -> str:
+        def check() -> dict[str, str]:
             run = load_run(self.config.project.artifacts, run_id)
-            check_against_services(run, self.store)
+            check_against_services(run, self._connect())
             Retriever(run, self.config.retriever_threads)
-            return run.version
+            RankerModel(run.layout, self.config.ranker.intra_op_threads)
+            return {"run_id": run.run_id, "version": run.version}
 
         return await asyncio.to_thread(check)
 
     async def status(self) -> dict[str, str | None]:
-        """{"model_version": what answers name now, "error": why the last switch failed}."""
-        return {"model_version": self.active.version, "error": self.active.error}
+        """{"model_version": what answers name now, "run_id": its run, "error": why the last
+        switch failed on this replica}."""
+        models = self.active.models
+        return {
+            "model_version": self.active.version,
+            "run_id": models.run_id if models else None,
+            "error": self.active.error,
+        }
 
     def _refresh_cache_soon(self, pipeline: Pipeline) -> None:
         now = time.monotonic()
@@ -88,8 +102,7 @@ class Recommender:
 
     def _refresh_cache(self, pipeline: Pipeline) -> bool:
         try:
-            store = connect(self.config.project, self.config.redis_url)
-            return pipeline.refresh_cache(store)
-        except (OnlineStoreUnavailable, *STORE_ERRORS) as error:
+            return pipeline.refresh_cache(self._connect())
+        except (PinfeedError, *STORE_ERRORS) as error:
             logger.warning("pin cache refresh skipped: %s", error)
             return False

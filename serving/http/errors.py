@@ -31,10 +31,20 @@ def error_body(field: tuple[str, ...], message: str) -> dict[str, Any]:
     return {"detail": [{"loc": list(field), "msg": message, "type": "pinfeed_error"}]}
 
 
+def status_of(error: PinfeedError) -> int:
+    """404 for something not produced yet, 409 for anything else the project refuses."""
+    return 404 if isinstance(error, DataNotFoundError) else 409
+
+
 def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(HttpError)
     async def _http_error(_: Request, error: HttpError) -> JSONResponse:
         return JSONResponse(error_body(error.field, error.message), status_code=error.status)
+
+    @api.exception_handler(PinfeedError)
+    async def _project_error(_: Request, error: PinfeedError) -> JSONResponse:
+        """A project error a route did not map itself: its status, never a 500."""
+        return JSONResponse(error_body(("service",), str(error)), status_code=status_of(error))
 
     @api.exception_handler(StarletteHTTPException)
     async def _framework_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -51,10 +61,8 @@ async def call(response: Any, field: tuple[str, ...]) -> Any:
     """Await a handle call, mapping the project's errors to 4xx and lost replicas to 503."""
     try:
         return await response
-    except DataNotFoundError as error:
-        raise HttpError(404, field, str(error)) from error
     except PinfeedError as error:
-        raise HttpError(409, field, str(error)) from error
+        raise HttpError(status_of(error), field, str(error)) from error
     except RayError as error:
         logger.warning("a serving replica failed: %s", error)
         raise HttpError(503, ("service",), "a serving replica failed; retry") from error

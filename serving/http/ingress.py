@@ -30,7 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from pinfeed.errors import PinfeedError
 from pinfeed.schema import ENGAGEMENTS
 from serving.config import ActiveModels
-from serving.deploy import active_models, apply_active_models, token_digest
+from serving.deploy import ReloadTimeout, active_models, apply_active_models, token_digest
 from serving.http.api import (
     INT64_MAX,
     FeedbackAccepted,
@@ -111,11 +111,14 @@ def served_rows(result: Recommendation) -> list[ServedRow]:
     ]
 
 
-def reload_target(current: ActiveModels, body: ReloadRequest) -> ActiveModels:
-    """What to serve after a reload (`ReloadRequest` says how a partial body is read)."""
-    if body.run_id is not None and body.run_id != current.run_id:
-        return ActiveModels(run_id=body.run_id, utility=body.utility)
-    return ActiveModels(run_id=current.run_id, utility=body.utility or current.utility)
+def reload_target(
+    current: ActiveModels, body: ReloadRequest, run_id: str | None, requested_at: datetime
+) -> ActiveModels:
+    """What to serve after a reload (`ReloadRequest` says how a partial body is read);
+    `run_id` is the body's run resolved to a concrete id."""
+    if run_id is not None:
+        return ActiveModels(run_id=run_id, utility=body.utility, requested_at=requested_at)
+    return ActiveModels(run_id=current.run_id, utility=body.utility, requested_at=requested_at)
 
 
 def ingress_deployment() -> Deployment:
@@ -137,6 +140,7 @@ def ingress_deployment() -> Deployment:
             self.admin_digest = admin_digest
             self.app_name = serve.get_replica_context().app_name
             self.background: set[asyncio.Task[None]] = set()
+            self.reloading = asyncio.Lock()
 
         @api.post("/recommend", response_model=RecommendResponse)
         async def recommend(
@@ -172,19 +176,38 @@ def ingress_deployment() -> Deployment:
         async def reload(
             self, body: ReloadRequest, x_admin_token: AdminToken = None
         ) -> ReloadResponse:
-            """Check the new run on one replica, then set the model deployments' user_config;
-            answers once every replica serves it."""
+            """Check the new run on one replica, set the model deployments' user_config, and
+            answer once every replica serves it; a switch that fails is rolled back (409)."""
             self._authorise(x_admin_token)
-            current = await asyncio.to_thread(active_models, self.app_name)
-            target = reload_target(current, body)
-            if target.run_id != current.run_id:
-                await call(self.recommender.check_run.remote(target.run_id), ("body", "run_id"))
+            async with self.reloading:  # one reload at a time: each reads, then writes, the config
+                current = await asyncio.to_thread(active_models, self.app_name)
+                run_id = None
+                if body.run_id is not None:
+                    checked = await call(
+                        self.recommender.check_run.remote(body.run_id), ("body", "run_id")
+                    )
+                    run_id = checked["run_id"]
+                target = reload_target(current, body, run_id, datetime.now(UTC))
+                await self._switch(target)
+                status = await call(self.recommender.status.remote(), ("service",))
+                if status["error"] or status["run_id"] != target.run_id:
+                    await self._switch(current)
+                    raise HttpError(
+                        409, ("body",), f"switch failed and was rolled back: {status['error']}"
+                    )
+                return ReloadResponse(model_version=status["model_version"])
+
+        async def _switch(self, models: ActiveModels) -> None:
             try:
-                await asyncio.to_thread(apply_active_models, target, self.app_name)
-            except PinfeedError as error:
+                await asyncio.to_thread(apply_active_models, models, self.app_name)
+            except ReloadTimeout as error:
                 raise HttpError(504, ("service",), str(error)) from error
-            status = await call(self.recommender.status.remote(), ("service",))
-            return ReloadResponse(model_version=status["model_version"])
+            except PinfeedError as error:
+                raise HttpError(409, ("service",), str(error)) from error
+            except RayError as error:
+                raise HttpError(
+                    503, ("service",), "the Serve controller did not answer; retry"
+                ) from error
 
         @api.get("/healthz", response_model=Health)
         async def healthz(self) -> Health:

@@ -3,8 +3,9 @@
 `apply(models)` builds the new pipeline beside the one being served (a new run loads its
 artifacts and, when its index holds other pins, its pin cache; new weights only swap the
 Scorer), then swaps the reference in one assignment, so a request in flight keeps the pipeline
-it started with. A load that fails keeps the old pipeline, records why (`error`, shown by
-`/healthz`) and re-raises only when there is nothing to keep serving.
+it started with. A load that fails, for whatever reason, keeps the old pipeline, records why
+(`error`, shown by `/healthz`; the reload that asked for it is answered 409 and rolled back)
+and re-raises only when there is nothing to keep serving.
 
 Serve calls the Recommender's `reconfigure` with the deployment's `user_config` on every
 replica; that method is a thin shell over `apply`.
@@ -19,7 +20,7 @@ from pathlib import Path
 from feast import FeatureStore
 
 from pinfeed.artifacts.runs import load_run
-from pinfeed.errors import ConfigError, DataNotFoundError, PinfeedError
+from pinfeed.errors import ConfigError, DataNotFoundError
 from pinfeed.utility import UtilityWeights, default_utility_weights, load_utility_weights
 from serving.config import ActiveModels, ServingConfig
 from serving.stages.pipeline import Pipeline
@@ -36,9 +37,10 @@ def run_weights(utility_path: Path) -> UtilityWeights:
 
 
 def pipeline_builder(
-    config: ServingConfig, store: FeatureStore
+    config: ServingConfig, connect_store: Callable[[], FeatureStore]
 ) -> Callable[[ActiveModels, Pipeline | None], Pipeline]:
-    """`build(models, current)`: the pipeline serving `models`, reusing what `current` has."""
+    """`build(models, current)`: the pipeline serving `models`, reusing what `current` has. A
+    new run gets a Feast store of its own (`connect_store`), made on the building thread."""
 
     def build(models: ActiveModels, current: Pipeline | None) -> Pipeline:
         if current is not None and current.run.run_id == models.run_id:
@@ -47,7 +49,7 @@ def pipeline_builder(
         run = load_run(config.project.artifacts, models.run_id)
         weights = models.utility or run_weights(run.layout.utility)
         cache = current.features.cache if current is not None else None
-        return Pipeline(config, store, run, weights, cache=cache)
+        return Pipeline(config, connect_store(), run, weights, cache=cache)
 
     return build
 
@@ -65,13 +67,13 @@ class ActivePipeline:
         """Serve `models`: build beside, then swap; on failure keep the old one (see module)."""
         try:
             pipeline = self._build(models, self.pipeline)
-        except PinfeedError as error:
+        except Exception as error:  # keep serving whatever broke the new one, and say so
             if self.pipeline is None:
                 raise
             self.error = (
                 f"switch to run {models.run_id} failed, still serving {self.version}: {error}"
             )
-            logger.error(self.error)
+            logger.exception(self.error)
             return self.pipeline
         self.pipeline, self.models, self.error = pipeline, models, None
         return pipeline

@@ -19,11 +19,11 @@ import numpy as np
 from feast import FeatureStore
 
 from pinfeed.errors import SchemaError
+from pinfeed.schema import UNKNOWN_TOPIC
 from pinfeed.vectors import stack_embeddings
 from serving.stages.online import full_name, read_rows
 
 CHUNK = 5000
-MISSING_TOPIC = -1
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class PinFeatureCache:
     """Column arrays over the corpus, rows in ascending pin id.
 
     Shapes: `pin_ids` [N] int64; `scalars[name]` [N] float32 (NaN: missing) by full feature
-    name; `content` [N, D] float32 (zeros: missing); `topic` [N] int64 (-1: missing);
+    name; `content` [N, D] float32 (zeros: missing); `topic` [N] int64 (`UNKNOWN_TOPIC` where missing);
     `popular` [P] pin ids, most impressions first.
     """
 
@@ -89,7 +89,7 @@ def load_pin_cache(
             if name == content_column:
                 parts[name].append(stack_embeddings(values, content_dim, name))
             elif name == topic_column:
-                topic = [MISSING_TOPIC if v is None else int(v) for v in values]
+                topic = [UNKNOWN_TOPIC if v is None else int(v) for v in values]
                 parts[name].append(np.array(topic, dtype=np.int64))
             elif values and isinstance(next((v for v in values if v is not None), 0.0), list):
                 continue  # another list-valued feature: not a model input

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from feast import FeatureStore
 
-from pinfeed.artifacts.ranker import RankerInputs
+from pinfeed.artifacts.ranker import CONTENT_EMBEDDING, TOPIC, RankerInputs
 from pinfeed.artifacts.runs import RunArtifacts
 from pinfeed.utility import UtilityWeights
 from serving.config import ServingConfig
@@ -94,8 +94,8 @@ def read_pin_cache(
         store,
         refs.pin,
         pin_ids,
-        content_column=source["content_embedding"],
-        topic_column=source["topic"],
+        content_column=source[CONTENT_EMBEDDING],
+        topic_column=source[TOPIC],
         popularity_column=POPULARITY,
         content_dim=run.ranker.embedding_dim,
         n_popular=config.popular_pins,

@@ -10,6 +10,7 @@ Shapes: M candidate rows, F dense features, D content width, H = 4 heads.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -70,33 +71,54 @@ class RankerModel:
 
 
 class RankerPool:
-    """The ranker models a replica holds, by run id: the active run and the `keep - 1` runs
-    before it, so requests built on any of them score with their own model during a switch;
-    a run not held is loaded on first use (and checked against its manifest)."""
+    """The ranker models a replica holds, by run id: the active run, pinned, and the runs
+    before it up to `keep` in all, so requests built on any of them score with their own
+    model during a switch. A run not held is loaded on first use (and checked against its
+    manifest). Safe to load from one thread while another scores: the map changes under a
+    lock, and loading happens outside it."""
 
     def __init__(self, artifacts: Path, threads: int, keep: int = 2) -> None:
         self.artifacts = artifacts
         self.threads = threads
         self.keep = keep
-        self.models: OrderedDict[str, RankerModel] = OrderedDict()
+        self.active: str | None = None
+        self._models: OrderedDict[str, RankerModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def holds(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._models
+
+    def load(self, run_id: str) -> RankerModel:
+        """A fresh model of `run_id` (the slow part: hash check and ORT session)."""
+        return RankerModel(resolve_run(self.artifacts, run_id, ("ranking",)), self.threads)
+
+    def _keep(self, run_id: str, model: RankerModel, active: bool) -> RankerModel:
+        with self._lock:
+            held = self._models.setdefault(run_id, model)
+            if active:
+                self.active = run_id
+                self._models.move_to_end(run_id)
+            stale = [r for r in self._models if r != self.active]
+            for old in stale[: max(0, len(self._models) - self.keep)]:
+                del self._models[old]
+            return held
 
     def activate(self, run_id: str) -> RankerModel:
-        """Load (or keep) `run_id` and make it the most recent; evict the oldest past `keep`."""
-        model = self.models.pop(run_id, None)
-        if model is None:
-            model = RankerModel(resolve_run(self.artifacts, run_id, ("ranking",)), self.threads)
-        self.models[run_id] = model
-        while len(self.models) > self.keep:
-            self.models.popitem(last=False)
-        return model
+        """Hold `run_id` (loading it unless held) and pin it as the active run."""
+        with self._lock:
+            held = self._models.get(run_id)
+        return self._keep(run_id, held or self.load(run_id), active=True)
 
     def model(self, run_id: str) -> RankerModel:
-        held = self.models.get(run_id)
-        return held if held is not None else self.activate(run_id)
+        """The model of `run_id`, loaded on a miss (without making it the active run)."""
+        with self._lock:
+            held = self._models.get(run_id)
+        return held or self._keep(run_id, self.load(run_id), active=False)
 
     def logits(self, requests: list[RankerInputs]) -> list[NDArray[np.float32]]:
         """Logits [M_i, H] for each request, one ORT call per run present in the batch."""
-        out: list[NDArray[np.float32] | None] = [None] * len(requests)
+        out: list[NDArray[np.float32]] = [np.empty((0, 0), np.float32)] * len(requests)
         for run_id in dict.fromkeys(request.run_id for request in requests):
             members = [i for i, request in enumerate(requests) if request.run_id == run_id]
             stacked = RankerInputs.concat([requests[i] for i in members])
@@ -104,4 +126,4 @@ class RankerPool:
             bounds = np.cumsum([len(requests[i]) for i in members])[:-1]
             for i, part in zip(members, np.split(logits, bounds), strict=True):
                 out[i] = part
-        return [part for part in out if part is not None]
+        return out

@@ -3,7 +3,7 @@ point-in-time correctness (a row stamped T is the same whether or not later even
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,9 @@ from feature_repo.pipeline import FeatureConfig, build_features
 from feature_repo.pipeline.dwell import dwell_edges, histogram_median
 from feature_repo.tables import TABLES
 from pinfeed.errors import ConfigError, DataNotFoundError
-from pinfeed.events import EventSet, EventSetMeta
-from pinfeed.schema import CONVERSION_SCHEMA, IMPRESSION_SCHEMA, PIN_SCHEMA, USER_SCHEMA
-
-from tests.support.events import DAY, START, TS, hand_impressions, make_event_set, random_events
+from pinfeed.events import EventSet
+from pinfeed.schema import CONVERSION_SCHEMA
+from tests.support.events import DAY, START, hand_impressions, make_event_set, random_events
 
 
 def read(out: Path, name: str) -> pa.Table:

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from feature_repo.store import open_store
-from pinfeed.artifacts.runs import load_run
+from pinfeed.artifacts.runs import latest_run, load_run
 from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig, UserClusters, select_queries
 from pinfeed.schema import ENGAGEMENTS
@@ -167,6 +167,17 @@ def test_reload_weights_reorders_without_restart(base_url: str, home: ProjectHom
     )
 
 
+def test_reload_resolves_latest_and_refuses_a_missing_run(base_url: str, home: ProjectHome) -> None:
+    newest = latest_run(home.artifacts).run_id
+    headers = {"x-admin-token": TOKEN}
+    status, missing = call(f"{base_url}/admin/reload", {"run_id": "no-such-run"}, headers)
+    assert status == 404 and missing["detail"][0]["loc"] == ["body", "run_id"], missing
+    status, reloaded = call(f"{base_url}/admin/reload", {"run_id": "latest"}, headers)
+    assert status == 200 and reloaded["model_version"].startswith(f"{newest}:"), reloaded
+    status, back = call(f"{base_url}/admin/reload", {"run_id": RUN_ID}, headers)
+    assert status == 200 and back["model_version"].startswith(f"{RUN_ID}:"), back
+
+
 def test_switching_runs_under_load_fails_no_request_and_mixes_no_runs(
     base_url: str, home: ProjectHome
 ) -> None:
@@ -193,16 +204,19 @@ def test_switching_runs_under_load_fails_no_request_and_mixes_no_runs(
         thread.start()
     try:
         for run in (RUN_ID_B, RUN_ID):
-            before = len(answers)
             status, reloaded = call(
                 f"{base_url}/admin/reload", {"run_id": run}, {"x-admin-token": TOKEN}
             )
             assert status == 200, reloaded
             assert reloaded["model_version"].startswith(versions[run] + "+")
-            deadline = time.monotonic() + 20
-            while len(answers) < before + 5 and time.monotonic() < deadline:
+            # Each client has at most one request in flight that began before the answer:
+            # past len(threads) more answers, every one began after the switch.
+            after = len(answers) + len(threads) + 1
+            deadline = time.monotonic() + 30
+            while len(answers) < after and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert answers[-1].startswith(versions[run] + "+"), answers[-5:]
+            assert answers[after - 1 :], f"no answers after the switch to {run}"
+            assert all(v.startswith(versions[run] + "+") for v in answers[after - 1 :])
     finally:
         stop.set()
         for thread in threads:

@@ -4,6 +4,9 @@ old pipeline when the new one cannot load. Real Feast (SQLite online store), rea
 
 from __future__ import annotations
 
+import shutil
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 
@@ -12,7 +15,7 @@ from pinfeed.artifacts.runs import load_run
 from pinfeed.calibration import calibrate_logits
 from pinfeed.errors import DataNotFoundError
 from pinfeed.home import ProjectHome
-from pinfeed.utility import HeadWeights, UtilityWeights
+from pinfeed.utility import HeadWeights, UtilityWeights, save_utility_weights
 from serving.config import ActiveModels, ServingConfig
 from serving.http.api import ReloadRequest
 from serving.http.ingress import reload_target
@@ -79,7 +82,7 @@ def test_ranker_pool_scores_each_request_with_its_own_run(
 def test_a_replica_switches_whole_and_keeps_serving_when_a_switch_fails(
     config: ServingConfig,
 ) -> None:
-    active = ActivePipeline(pipeline_builder(config, connect(config.project, None)))
+    active = ActivePipeline(pipeline_builder(config, lambda: connect(config.project, None)))
     first = active.apply(ActiveModels(run_id=RUN_ID))
     assert first.version.startswith(f"{RUN_ID}:") and active.error is None
     reweighted = active.apply(ActiveModels(run_id=RUN_ID, utility=CLOSEUP))
@@ -91,18 +94,40 @@ def test_a_replica_switches_whole_and_keeps_serving_when_a_switch_fails(
     kept = active.apply(ActiveModels(run_id="no-such-run"))
     assert kept is other and active.get() is other
     assert "no-such-run" in (active.error or "") and RUN_ID_B in (active.error or "")
-    empty = ActivePipeline(pipeline_builder(config, connect(config.project, None)))
+    empty = ActivePipeline(pipeline_builder(config, lambda: connect(config.project, None)))
     with pytest.raises(DataNotFoundError, match="no-such-run"):
         empty.apply(ActiveModels(run_id="no-such-run"))
 
 
 def test_a_reload_body_reads_as_the_api_says() -> None:
+    """A run (even the one served) comes with its own utility.json unless weights are given;
+    weights alone keep the run; every reload is stamped, so replicas re-read the weights."""
+    now = datetime(2026, 11, 25, tzinfo=UTC)
     current = ActiveModels(run_id="a", utility=CLOSEUP)
-    assert reload_target(current, ReloadRequest(run_id="b")) == ActiveModels(run_id="b")
-    assert reload_target(current, ReloadRequest(run_id="a")) == current
     hand = UtilityWeights(
         version="h", weights=HeadWeights(closeup=0.1, save=0.2, click=0.3, long_click=0.4)
     )
-    assert reload_target(current, ReloadRequest(utility=hand)) == ActiveModels(
-        run_id="a", utility=hand
-    )
+    for body, run_id, expected in (
+        (ReloadRequest(run_id="b"), "b", ActiveModels(run_id="b")),
+        (ReloadRequest(run_id="latest"), "a", ActiveModels(run_id="a")),
+        (ReloadRequest(utility=hand), None, ActiveModels(run_id="a", utility=hand)),
+        (ReloadRequest(run_id="b", utility=hand), "b", ActiveModels(run_id="b", utility=hand)),
+    ):
+        target = reload_target(current, body, run_id, now)
+        assert target == expected.model_copy(update={"requested_at": now}), body
+
+
+def test_reloading_the_served_run_rereads_its_utility_weights(
+    config: ServingConfig, home: ProjectHome
+) -> None:
+    """`optimize utility` rewrites a run's utility.json; a reload of the same run picks it up."""
+    copy = home.artifacts / "tiny-run-weights"
+    shutil.copytree(home.artifacts / RUN_ID, copy)
+    try:
+        active = ActivePipeline(pipeline_builder(config, lambda: connect(config.project, None)))
+        assert active.apply(ActiveModels(run_id=copy.name)).version.endswith("+hand-v1")
+        save_utility_weights(CLOSEUP, copy / "ranking" / "utility.json")
+        again = active.apply(ActiveModels(run_id=copy.name, requested_at=datetime.now(UTC)))
+        assert again.version.endswith("+closeup-only")
+    finally:
+        shutil.rmtree(copy)

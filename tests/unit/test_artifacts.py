@@ -93,12 +93,23 @@ def test_ranking_joins_the_run_retrieval_made(tmp_path: Path) -> None:
     made = run_for_retrieval(tmp_path, None)
     assert json.loads(made.record_path.read_text())["run_id"] == made.run_id
     fake_parts(made, "retrieval")
+    time.sleep(0.01)
+    run_for_retrieval(tmp_path, "aborted")  # created, but its training never finished
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # not a run
     assert run_for_ranking(tmp_path, None).run_id == made.run_id
     fake_parts(made, "ranking")
-    with pytest.raises(ConfigError, match=f"--run-id {made.run_id}"):
+    with pytest.raises(ConfigError, match="no run waits for a ranker"):
         run_for_ranking(tmp_path, None)
     assert run_for_ranking(tmp_path, made.run_id).run_id == made.run_id
+    assert [run.run_id for run in list_runs(tmp_path)] == [made.run_id, "aborted"]
     assert run_for_ranking(tmp_path / "empty", None).root.parent == tmp_path / "empty"
+
+
+def test_a_corrupt_run_record_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    run = run_for_retrieval(tmp_path, "broken")
+    run.record_path.write_text("{not json")
+    with pytest.raises(SchemaError, match=r"run\.json"):
+        list_runs(tmp_path)
 
 
 def _inputs(rows: int, run_id: str) -> RankerInputs:

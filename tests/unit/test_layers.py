@@ -25,7 +25,7 @@ def test_lint_imports_keeps_every_contract() -> None:
 
 def test_the_layers_name_every_product_package() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
-    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    layers = config["contracts"][0]["layers"]
     top_down = ("pinfeed_cli", "serving", "evaluation", "training", "feature_repo", "pinfeed")
     assert tuple(layers) == top_down
     packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "benchmarks"}

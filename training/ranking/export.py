@@ -46,14 +46,17 @@ def export_ranker(
     *,
     negative_sample_rate: float,
     calibration_sample_rates: dict[str, float] | None = None,
+    write_manifest: bool = True,
 ) -> RankerManifest:
-    """Write `ranker.onnx` (dynamic batch) and `ranker.manifest.json` into `out_dir`.
+    """Write `ranker.onnx` (dynamic batch) into `out_dir`, and its manifest unless told not to
+    (the training job writes it last, once the run's other files are in place).
 
     Args:
         model: a trained ranker; exported in eval mode.
         negative_sample_rate: w used to build the training set.
         calibration_sample_rates: per-head effective rates (see
             `pinfeed.calibration.fit_effective_sample_rates`); default w for every head.
+        write_manifest: write `ranker.manifest.json` now.
     """
     rates = calibration_sample_rates or dict.fromkeys(ENGAGEMENTS, negative_sample_rate)
     if set(rates) != set(ENGAGEMENTS) or not all(0.0 < r <= 1.0 for r in rates.values()):
@@ -88,7 +91,8 @@ def export_ranker(
         opset=opset,
         torch_version=torch.__version__,
     )
-    write_ranker_manifest(manifest, out_dir)
+    if write_manifest:
+        write_ranker_manifest(manifest, out_dir)
     return manifest
 
 

@@ -28,7 +28,7 @@ import torch
 
 from pinfeed.artifacts.layout import RunLayout
 from pinfeed.artifacts.onnx import inference_session
-from pinfeed.artifacts.ranker import RANKER_INPUTS, RankerInputs
+from pinfeed.artifacts.ranker import RANKER_INPUTS, RankerInputs, write_ranker_manifest
 from pinfeed.artifacts.runs import run_for_ranking
 from pinfeed.calibration import fit_effective_sample_rates, fit_other_engaged_share
 from pinfeed.errors import ConfigError, DataNotFoundError
@@ -107,7 +107,7 @@ def _training_rows(
 
 def train_ranking(config: RankingJobConfig, home: ProjectHome) -> Path:
     """Train both rankers on `home`'s ranking training set, export; return the run's
-    `ranking/` folder."""
+    `ranking/` folder. The manifest is written last, so a run never holds half a ranker."""
     events = read_event_meta(home.events)
     if not events.has_impressions:
         raise DataNotFoundError(
@@ -147,11 +147,12 @@ def train_ranking(config: RankingJobConfig, home: ProjectHome) -> Path:
     }
     rates = fit_effective_sample_rates(rows["labels"], w)
     out = run.ranking
-    export_ranker(
+    manifest = export_ranker(
         trained["multi_task"][0],
         out,
         negative_sample_rate=w,
         calibration_sample_rates=dict(zip(ENGAGEMENTS, rates.tolist(), strict=True)),
+        write_manifest=False,
     )
     gap = _parity_gap(trained["multi_task"][0], run, rows)
     save_baseline(trained["single_head"][0], run.baseline)
@@ -171,6 +172,7 @@ def train_ranking(config: RankingJobConfig, home: ProjectHome) -> Path:
         models={kind: run_info for kind, (_, run_info) in trained.items()},
     )
     write_ranking_run(record, out)
+    write_ranker_manifest(manifest, out)  # last: from now on the run holds a ranker
     return out
 
 

@@ -114,9 +114,10 @@ def _tower_artifact(
 
 
 def export_retrieval(
-    model: RetrievalModel, config: RetrievalConfig, out_dir: Path
+    model: RetrievalModel, config: RetrievalConfig, out_dir: Path, write: bool = True
 ) -> RetrievalManifest:
-    """Export both towers of a trained model to `out_dir` and write its manifest."""
+    """Export both towers of a trained model to `out_dir`; their manifest, written there unless
+    `write` is False (the job adds the index's hashes and writes it last)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     width = config.towers.output_dim
     query_example = example_query_inputs(config, 2)
@@ -152,7 +153,8 @@ def export_retrieval(
         },
         training_config=config.model_dump(mode="json"),
     )
-    write_retrieval_manifest(manifest, out_dir)
+    if write:
+        write_retrieval_manifest(manifest, out_dir)
     return manifest
 
 

@@ -76,8 +76,9 @@ def export_and_index(
     extra_files: list[str],
 ) -> RetrievalManifest:
     """Export both towers, index every pin of `corpus`, and write the manifest hashing it all
-    (plus `extra_files`, already written in `out_dir`)."""
-    manifest = export_retrieval(model.cpu().eval(), config, out_dir)
+    (plus `extra_files`, already written in `out_dir`), last: until then the run holds no
+    retrieval model."""
+    manifest = export_retrieval(model.cpu().eval(), config, out_dir, write=False)
     embeddings = embed_corpus_onnx(out_dir / PIN_TOWER_FILE, corpus)
     index = build_pin_index(corpus.pin_id.numpy(), embeddings, config.index)
     manifest = with_files(manifest, out_dir, [*index.save(out_dir), *extra_files])
