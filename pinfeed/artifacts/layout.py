@@ -177,10 +177,6 @@ class RunLayout:
     def baseline(self) -> Path:
         return self.ranking / BASELINE_FILE
 
-    @property
-    def ranking_record(self) -> Path:
-        return self.ranking / RANKING_RECORD
-
     def has_retrieval(self) -> bool:
         return self.retrieval_manifest.is_file()
 
