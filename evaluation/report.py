@@ -9,7 +9,11 @@ Reads what the evaluation commands wrote under `reports/` and writes one page:
   reliability diagrams;
 - utility weights (`pinfeed optimize utility`): Ax vs random search vs hand-picked at the same
   trial budget, and the trace;
-- query reward (`pinfeed evaluate query-reward`): the closed-loop simulation per policy.
+- query reward (`pinfeed evaluate query-reward`): the closed-loop simulation per policy, at
+  the offline job's real cadence, and realtime - offline paired;
+- the loop over real HTTP (`pinfeed evaluate closed-loop`): engagement before and after
+  retraining on served traffic, reconciliation of everything served and acknowledged, and the
+  row-level skew of the logged feature vectors.
 
 A section whose report is missing says which command makes it. Plots are linked relative to
 the page; a page written outside `reports/` (e.g. docs/results.md) gets copies of them in a
@@ -25,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evaluation.closed_loop import paired_lift
 from evaluation.retrieval_report import markdown_table
 from pinfeed.events import read_event_meta
 from pinfeed.home import ProjectHome
@@ -33,6 +38,7 @@ RETRIEVAL = "retrieval.json"
 RANKING = "ranking.json"
 UTILITY = "utility.json"
 QUERY_REWARD = "query_reward.json"
+CLOSED_LOOP = "closed_loop.json"
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -146,6 +152,10 @@ def query_reward_section(report: dict[str, Any], figure: str) -> list[str]:
         f"{config['users']} simulated users, interest shift at round {report['shift_round']}, "
         f"candidates from {_pool_source(report['retrieval']['source'])}; {report['interval']}.",
         "",
+        f"Cadence: {report['cadence']['requests_per_user_per_day']} requests per user per day; "
+        f"offline: {report['cadence']['reward_offline']}; realtime: "
+        f"{report['cadence']['reward_realtime']}.",
+        "",
         "| policy | engagement rate [95% CI] | after the shift | lift vs count [95% CI] "
         "| recovery (rounds) |",
         "|---|---|---|---|---|",
@@ -162,7 +172,100 @@ def query_reward_section(report: dict[str, Any], figure: str) -> list[str]:
             f"{post['mean']:.4f} | {lift['mean']:+.4f} [{lift['ci95'][0]:+.4f}, "
             f"{lift['ci95'][1]:+.4f}] | {summary['recovery_rounds']:.1f} ({recovered}) |"
         )
+    paired = report["realtime_vs_offline"]
+    post, rounds = paired["post_shift_engagement_rate"], paired["recovery_rounds"]
+    lines += [
+        "",
+        f"Realtime - offline, paired within seed: after the shift {post['mean']:+.4f} "
+        f"[{post['ci95'][0]:+.4f}, {post['ci95'][1]:+.4f}] engagement, recovery "
+        f"{rounds['mean']:+.1f} [{rounds['ci95'][0]:+.1f}, {rounds['ci95'][1]:+.1f}] rounds.",
+    ]
     lines += ["", figure]
+    return lines
+
+
+def _ci(value: dict[str, Any], digits: int = 4) -> str:
+    low, high = value["ci95"]
+    return f"{value['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+SKEW_EXPLAINED = {
+    "cluster_reward__reward": "by design: realtime pushes after feedback exist online only "
+    "(mismatched), and serving reads a cluster whose row has no data as no reward (selection "
+    "then gives it the average), where the offline row holds its smoothed prior (offline only)",
+}
+"""Why a feature is known to differ between serving and the offline recomputation."""
+
+
+def closed_loop_section(report: dict[str, Any], figure: str) -> list[str]:
+    config = report["config"]
+    lines = [
+        f"Command: `pinfeed evaluate closed-loop --seeds {config['seeds']} --rounds "
+        f"{config['rounds']} --users {config['users_per_round']} --k {config['k']} --preset "
+        f"{config['preset']}` (seeds 0-{config['seeds'] - 1}; each seed a world of its own whose "
+        "period ends the day it runs, run A trained by the jobs, served over HTTP, then run B "
+        "trained after ingesting phase 1's traffic and switched in with `/admin/reload`).",
+        "",
+        "| phase | engagement rate [95% CI] | long-click rate [95% CI] | stable | fading | new "
+        "| off-interest |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for phase in report["phases"]:
+        share = phase["interest_share"]
+        lines.append(
+            f"| {phase['phase']} | {_ci(phase['engagement_rate'])} | "
+            f"{_ci(phase['long_click_rate'])} | "
+            + " | ".join(f"{share[k]['mean']:.3f}" for k in ("stable", "fading", "new", "none"))
+            + " |"
+        )
+    lift = paired_lift(report)
+    lines += [
+        "",
+        f"After - before, paired within seed: {lift['mean']:+.4f} [{lift['ci95'][0]:+.4f}, "
+        f"{lift['ci95'][1]:+.4f}] engagement.",
+    ]
+    skew = report["skew"]
+    lines += [
+        "",
+        f"Served impressions {report['served_impressions']:,}, ingested "
+        f"{report['ingested_impressions']:,}; acknowledged events lost: "
+        f"{report['acknowledged_lost']}. Skew of the logged feature vectors against a "
+        f"point-in-time offline recomputation: {skew['match_rate']:.4f} of compared values match"
+        + (". Where they differ (seeds and phases summed):" if skew["skewed_features"] else "."),
+    ]
+    if skew["skewed_features"]:
+        lines += [
+            "",
+            "| feature | values compared | mismatched | online only | offline only | why |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{name}` | {c['rows']:,} | {c['mismatched']:,} | {c['online_only']:,} | "
+            f"{c['offline_only']:,} | {SKEW_EXPLAINED.get(name, 'not explained yet')} |"
+            for name, c in skew["skewed_features"].items()
+        ]
+    lines += [
+        "",
+        "| seed | served | ingested | events acknowledged / ingested / rejected | phase-1 requests"
+        " in run B's training set | skew match |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed in report["seeds"]:
+        ingest = seed["ingest"]
+        lines.append(
+            f"| {seed['seed']} | {seed['served_impressions']:,} | "
+            f"{ingest['ingested_impressions']:,} | {seed['acknowledged_events']:,} / "
+            f"{ingest['ingested_events']:,} / {sum(ingest['rejected_events'].values()):,} | "
+            f"{seed['served_requests_in_new_training_set']} of {seed['phase_1_requests']} | "
+            f"{seed['skew']['match_rate']:.4f} |"
+        )
+    lines += [
+        "",
+        "A phase-1 request is missing from run B's ranking set only when none of its items was "
+        "engaged and its negatives fell to the training set's negative downsampling.",
+        "",
+        figure,
+    ]
     return lines
 
 
@@ -176,6 +279,8 @@ SECTIONS: tuple[Section, ...] = (
      "pinfeed optimize utility", utility_section),
     ("Query selection: reward vs count in a closed loop", QUERY_REWARD, "query_reward.png",
      "pinfeed evaluate query-reward", query_reward_section),
+    ("The loop over HTTP: served traffic back into training", CLOSED_LOOP, "closed_loop.png",
+     "pinfeed evaluate closed-loop", closed_loop_section),
 )  # fmt: skip
 
 

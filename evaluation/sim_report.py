@@ -5,7 +5,8 @@
   same users and random draws within a seed, so the paired difference is much tighter).
 - Recovery: rounds after the shift until the engagement rate over the next `window` rounds
   first reaches `target` x the policy's own pre-shift rate; a run that never gets there counts
-  the remaining rounds and is flagged `recovered: false`.
+  the remaining rounds and is flagged `recovered: false`. The window is a fixed number of
+  rounds (not a day), so the measure does not change with the simulated cadence.
 """
 
 from __future__ import annotations
@@ -42,30 +43,37 @@ def recovery_rounds(
 
 
 def plot_shares(
-    shares: dict[str, np.ndarray], rates: dict[str, np.ndarray], shift: int, out: Path
+    shares: dict[str, np.ndarray],
+    rewards: dict[str, np.ndarray],
+    rates: dict[str, np.ndarray],
+    shift: int,
+    out: Path,
 ) -> Path:
-    """PNG: per policy, the share of impressions from each cluster role per round (mean over
-    seeds, shares [S, R, roles]) and the engagement rate per round (rates [S, R])."""
+    """PNG: per policy, the share of impressions from each cluster role per round and the mean
+    reward the selection saw per role (mean over seeds, both [S, R, roles]; the reward shows
+    when each policy's rows change), and the engagement rate per round (rates [S, R])."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     policies = list(shares)
-    fig, axes = plt.subplots(2, len(policies), figsize=(4.5 * len(policies), 6.5), sharey="row")
-    axes = np.asarray(axes).reshape(2, len(policies))
+    fig, axes = plt.subplots(3, len(policies), figsize=(4.5 * len(policies), 9.5), sharey="row")
+    axes = np.asarray(axes).reshape(3, len(policies))
     for j, policy in enumerate(policies):
-        top, bottom = axes[0, j], axes[1, j]
-        mean = shares[policy].mean(axis=0)
+        top, middle, bottom = axes[:, j]
+        mean_share, mean_reward = shares[policy].mean(axis=0), rewards[policy].mean(axis=0)
         for role, name in enumerate(ROLE_NAMES):
-            top.plot(mean[:, role], label=f"{name} cluster(s)")
+            top.plot(mean_share[:, role], label=f"{name} cluster(s)")
+            middle.plot(mean_reward[:, role], label=f"{name} cluster(s)")
         bottom.plot(rates[policy].mean(axis=0), color="black")
-        for ax in (top, bottom):
+        for ax in (top, middle, bottom):
             ax.axvline(shift, color="grey", linestyle="--", linewidth=1)
         top.set_title(policy)
         bottom.set_xlabel("round")
     axes[0, 0].set_ylabel("share of impressions")
-    axes[1, 0].set_ylabel("engagement rate")
+    axes[1, 0].set_ylabel("reward seen by selection")
+    axes[2, 0].set_ylabel("engagement rate")
     axes[0, 0].legend(loc="best", fontsize=8)
     fig.suptitle("query reward simulation (dashed: interest shift)")
     fig.tight_layout()

@@ -1,24 +1,34 @@
 """Closed-loop query-reward simulator (design §4): does rewarding queries by their downstream
-engagement recover faster than count-based sampling when a user's interests shift?
+engagement recover faster than count-based sampling when a user's interests shift, and how much
+does applying feedback in realtime add to a daily batch job?
 
 Each round every simulated user (`sim_world`) makes one request. The request's queries come
 from the real selection module (`pinfeed.query_selection`), its pins from the candidate pools
 of the trained retrieval model or the content fallback (`sim_retrieval`), engagement from the
 user's latent interests, and the feedback goes back through the real attribution
 (`pinfeed.attribution`), realtime update (`feature_repo.realtime_rewards.apply_increments`)
-and offline reward computation (`feature_repo.pipeline.rewards.compute_cluster_rewards`).
+and offline reward computation (`feature_repo.pipeline.rewards.compute_cluster_rewards`). The
+log and each policy's rewards are kept in `sim_rewards`.
 
-Time: `rounds_per_day` rounds make a simulated day. At each day boundary the clusters'
-importance decays (half-life) and gains the day's actions, for every policy (that is the
-clustering job's refresh). Policies:
+Time and cadence: a simulated day holds `rounds_per_day` requests per user, evenly spread over
+its 24 hours (a user's feed loads over the day's sessions). At each midnight the clusters'
+importance decays (half-life) and gains the day's actions, for every policy (the clustering
+job's refresh). The offline reward job runs at every `offline_every_days`-th midnight over the
+log before it (the last `reward_window_days`), and its rows are served from
+`offline_delay_hours` later (the first request at or after landing): the batch job's real
+cadence, under which day D's feedback reaches selection only some hours into day D + 1.
+Policies:
 
 - `count`: sample by importance (the baseline);
-- `reward_offline`: sample by reward, rewards recomputed from the log once per day over the
-  last `reward_window_days`;
-- `reward_realtime`: the same daily recomputation, plus every round's feedback applied as
-  increments, as the feedback endpoint does.
+- `reward_offline`: sample by reward, as the last landed offline job computed it;
+- `reward_realtime`: every round's feedback applied as increments at once, as the feedback
+  endpoint does, and re-based when an offline job lands: its rows become the job's plus the
+  increments of the events since the job's cut-off (`realtime_rewards`' agreement:
+  offline(as_of=T1) + realtime[T1, T2) = offline(as_of=T2)). Increments never expire old
+  impressions (only the job does), so after a shift realtime's reward of a fading cluster falls
+  by dilution at once and by expiry only when a job lands: its lead is bounded by the window.
 
-Every run starts with `history_rounds` of the count policy (the logged history the reward job
+Every run starts with `history_days` of the count policy (the logged history the reward job
 first sees), identical across policies; metrics cover the `rounds` after it, and the interest
 shift happens `shift_fraction` of the way through them. Within a seed all policies share the
 users, request ids and random draws (common random numbers), so their differences are the
@@ -29,28 +39,25 @@ Notation: U users, K clusters per user, n queries and m = n * pins_per_query pin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evaluation.sim_rewards import PolicyRewards, RewardLog, epoch_us
 from evaluation.sim_world import SimUsers, engagement_probability
 from feature_repo.pipeline.config import FeatureConfig
-from feature_repo.pipeline.rewards import compute_cluster_rewards
-from feature_repo.realtime_rewards import COUNT_COLUMNS, apply_increments
-from feature_repo.tables import USER_CLUSTERS
 from pinfeed.attribution import reward_increments
-from pinfeed.query_selection import SelectionConfig, select_queries_batch
+from pinfeed.query_selection import SelectionConfig, fill_rewards, select_queries_batch
 from pinfeed.synthetic.world import World
 
 POLICIES = ("count", "reward_offline", "reward_realtime")
 SimPolicy = Literal["count", "reward_offline", "reward_realtime"]
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
-REWARD_ROW_COLUMNS = (*COUNT_COLUMNS, "reward", "reward_has_data")
 
 
 class SimulatorConfig(BaseModel):
@@ -61,8 +68,18 @@ class SimulatorConfig(BaseModel):
     users: int = Field(200, ge=1, description="simulated users")
     clusters_per_user: int = Field(5, ge=3, description="K interest clusters per user")
     rounds: int = Field(60, ge=4, description="evaluated rounds (one request per user each)")
-    history_rounds: int = Field(8, ge=0, description="count-policy rounds before evaluation")
-    rounds_per_day: int = Field(4, ge=1, description="rounds per simulated day")
+    history_days: int = Field(
+        2, ge=0, description="days of count-policy rounds before evaluation (the jobs' first log)"
+    )
+    rounds_per_day: int = Field(
+        8, ge=1, description="requests per user per simulated day, spread evenly over it"
+    )
+    offline_every_days: int = Field(
+        1, ge=1, description="the offline reward job runs at every this many midnights"
+    )
+    offline_delay_hours: float = Field(
+        6.0, ge=0, description="hours after its midnight cut-off that the job's rows land"
+    )
     shift_fraction: float = Field(0.3, gt=0, lt=1, description="where the shift falls")
     n_queries: int = Field(3, ge=1, description="query pins per request")
     pins_per_query: int = Field(4, ge=1, description="pins retrieved per query")
@@ -76,6 +93,18 @@ class SimulatorConfig(BaseModel):
     importance_half_life_days: float = Field(7.0, gt=0, description="importance decay")
     attribution_window_hours: float = Field(24.0, gt=0, description="engagement credit window")
     recovery_target: float = Field(0.9, gt=0, le=2, description="share of the pre-shift rate")
+    recovery_window_rounds: int = Field(
+        4, ge=1, description="rounds the recovered engagement rate is averaged over"
+    )
+
+    @model_validator(mode="after")
+    def _job_lands_before_the_next(self) -> Self:
+        if self.offline_delay_hours >= 24 * self.offline_every_days:
+            raise ValueError(
+                "offline_delay_hours must be < 24 * offline_every_days (a job has to land "
+                "before the next one starts): shorten the delay or run the job less often"
+            )
+        return self
 
     @property
     def shift_round(self) -> int:
@@ -83,72 +112,36 @@ class SimulatorConfig(BaseModel):
         return round(self.shift_fraction * self.rounds)
 
     @property
+    def history_rounds(self) -> int:
+        return self.history_days * self.rounds_per_day
+
+    @property
     def step(self) -> timedelta:
         return timedelta(days=1) / self.rounds_per_day
+
+    @property
+    def offline_landing_rounds(self) -> int:
+        """Rounds from an offline job's cut-off to the first request that is served its rows."""
+        return math.ceil(self.offline_delay_hours * self.rounds_per_day / 24 - 1e-9)
+
+    def offline_cutoff(self, t: int) -> int | None:
+        """The cut-off round of the offline job whose rows land at round `t`, else None; cut-offs
+        are the midnights (round multiples of a day) every `offline_every_days` days."""
+        cut = t - self.offline_landing_rounds
+        period = self.offline_every_days * self.rounds_per_day
+        return cut if cut > 0 and cut % period == 0 else None
 
 
 @dataclass(frozen=True)
 class RunTrace:
-    """Per evaluated round [R]: impressions, engagements, impression shares per role [R, 3]."""
+    """Per evaluated round [R]: impressions, engagements, impression shares per role [R, 3] and
+    the mean reward the selection saw per role [R, 3] (rewards without data filled as the
+    selection fills them; the fallback throughout for `count`, which reads none)."""
 
     impressions: np.ndarray
     engagements: np.ndarray
     role_shares: np.ndarray
-
-
-@dataclass
-class _Log:
-    """Impressions of the last reward window, as the offline job reads them."""
-
-    columns: dict[str, list[np.ndarray]]
-
-    def append(self, **values: np.ndarray) -> None:
-        for name, value in values.items():
-            self.columns.setdefault(name, []).append(value)
-
-    def table(self, since_us: int) -> pa.Table:
-        merged = {name: np.concatenate(parts) for name, parts in self.columns.items()}
-        keep = merged["ts_us"] >= since_us
-        self.columns = {name: [value[keep]] for name, value in merged.items()}
-        engaged = pa.array(merged["engaged"][keep])
-        return pa.table(
-            {
-                "event_ts": pa.array(merged["ts_us"][keep]).cast(pa.timestamp("us", tz="UTC")),
-                "user_id": merged["user_id"][keep],
-                "pin_id": merged["pin_id"][keep],
-                "query_pin_id": merged["query_pin_id"][keep],
-                "cluster_id": merged["cluster_id"][keep],
-                **{name: engaged for name in ("closeup", "save", "click", "long_click")},
-            }
-        )
-
-
-def _us(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
-
-def _cluster_tables(users: SimUsers) -> tuple[pa.Table, pa.Table]:
-    """(user_clusters at T0, cluster_members = the medoids) for compute_cluster_rewards."""
-    clusters = pa.table(
-        {
-            "user_id": users.user_ids,
-            "event_timestamp": pa.array(np.full(len(users.user_ids), _us(T0))).cast(
-                pa.timestamp("us", tz="UTC")
-            ),
-            "cluster_ids": users.cluster_ids.tolist(),
-            "medoid_pin_ids": users.medoids.tolist(),
-            "cluster_importance": users.importance.astype(np.float32).tolist(),
-        },
-        schema=USER_CLUSTERS,
-    )
-    members = pa.table(
-        {
-            "user_id": np.repeat(users.user_ids, users.cluster_ids.shape[1]),
-            "cluster_id": users.cluster_ids.ravel(),
-            "pin_id": users.medoids.ravel(),
-        }
-    )
-    return clusters, members
+    role_rewards: np.ndarray
 
 
 def _draw_pins(
@@ -167,50 +160,6 @@ def _draw_pins(
     duplicate = np.zeros_like(repeat)
     np.put_along_axis(duplicate, order, repeat, axis=1)
     return np.where(duplicate, -1, pins)
-
-
-class _Rewards:
-    """A policy's view of the cluster rewards: counts and rewards of every (user, cluster)."""
-
-    def __init__(self, users: SimUsers, config: SimulatorConfig) -> None:
-        self.shape = users.cluster_ids.shape
-        self.rows: pd.DataFrame | None = None
-        self.features = FeatureConfig(
-            reward_window_days=config.reward_window_days,
-            reward_prior_weight=config.reward_prior_weight,
-        )
-        self.clusters, self.members = _cluster_tables(users)
-
-    def refresh(self, log: _Log, now: datetime) -> None:
-        """The offline job: recompute from the window's log (overwrites realtime rows)."""
-        since = now - timedelta(days=self.features.reward_window_days)
-        table = compute_cluster_rewards(
-            log.table(_us(since)), self.members, self.clusters, since, self.features, as_of=now
-        )
-        self.rows = table.to_pandas().loc[:, list(REWARD_ROW_COLUMNS)]
-
-    def apply(self, increments: pd.DataFrame) -> None:
-        """The realtime path: add increments to the current rows of the touched users."""
-        if self.rows is None or increments.empty:
-            return
-        fresh = apply_increments(
-            self.rows.loc[:, list(COUNT_COLUMNS)],
-            increments,
-            self.features.reward_prior_weight,
-            self.features.reward_fallback,
-        )
-        touched = self.rows["user_id"].isin(fresh["user_id"])
-        self.rows = pd.concat([self.rows[~touched], fresh], ignore_index=True)
-
-    def matrix(self) -> tuple[np.ndarray, float]:
-        """(rewards [U, K] with NaN where no data, global average reward)."""
-        if self.rows is None:
-            return np.full(self.shape, np.nan), self.features.reward_fallback
-        rows = self.rows.sort_values(["user_id", "cluster_id"])
-        has = rows["reward_has_data"].to_numpy(bool)
-        reward = rows["reward"].to_numpy(np.float64)
-        overall = float(reward[has].mean()) if has.any() else self.features.reward_fallback
-        return np.where(has, reward, np.nan).reshape(self.shape), overall
 
 
 def _round_feedback(
@@ -243,6 +192,143 @@ def _round_feedback(
     return served, pd.concat([impressions, clicks], ignore_index=True)
 
 
+@dataclass(frozen=True)
+class _Served:
+    """One round: request ids [U], the rewards the selection saw [U, K] (filled), the query
+    slot of each pin, the pins (-1: none) and which were engaged, [U, m]."""
+
+    request_ids: np.ndarray
+    rewards_seen: np.ndarray
+    slot: np.ndarray
+    pins: np.ndarray
+    engaged: np.ndarray
+
+
+@dataclass
+class _Trace:
+    """Accumulates the evaluated rounds of a run into a RunTrace."""
+
+    counts: np.ndarray  # [R, 2] impressions, engagements
+    shares: np.ndarray  # [R, 3]
+    rewards: np.ndarray  # [R, 3]
+
+    @classmethod
+    def empty(cls, rounds: int) -> _Trace:
+        return cls(np.zeros((rounds, 2)), np.zeros((rounds, 3)), np.zeros((rounds, 3)))
+
+    def record(self, r: int, users: SimUsers, served: _Served) -> None:
+        shown = served.pins >= 0
+        self.counts[r] = shown.sum(), served.engaged.sum()
+        role = users.role[served.slot][shown]
+        self.shares[r] = np.bincount(role, minlength=3) / max(int(shown.sum()), 1)
+        self.rewards[r] = [served.rewards_seen[:, users.role == k].mean() for k in range(3)]
+
+    def result(self) -> RunTrace:
+        return RunTrace(self.counts[:, 0], self.counts[:, 1], self.shares, self.rewards)
+
+
+class _ClosedLoop:
+    """One policy's run: the users' importance, the policy's rewards and the log, advanced one
+    round (one request per user) at a time."""
+
+    def __init__(
+        self,
+        policy: SimPolicy,
+        seed: int,
+        world: World,
+        users: SimUsers,
+        pools: np.ndarray,
+        config: SimulatorConfig,
+    ) -> None:
+        self.policy, self.seed, self.world, self.users = policy, seed, world, users
+        self.pools, self.config = pools, config
+        self.rows = np.arange(len(users.user_ids))[:, None]
+        self.importance = users.importance.copy()
+        self.day_actions = np.zeros_like(self.importance)
+        features = FeatureConfig(
+            reward_window_days=config.reward_window_days,
+            reward_prior_weight=config.reward_prior_weight,
+        )
+        self.rewards, self.log = PolicyRewards(users, features, T0), RewardLog({})
+        self.trace = _Trace.empty(config.rounds)
+
+    def step(self, t: int) -> None:
+        """Round t: the jobs due at its moment, then the requests, their feedback, the trace."""
+        config, now = self.config, T0 + t * self.config.step
+        if t > 0 and t % config.rounds_per_day == 0:
+            decay = 0.5 ** (1.0 / config.importance_half_life_days)
+            self.importance = self.importance * decay + self.day_actions
+            self.day_actions = np.zeros_like(self.importance)
+        cutoff = config.offline_cutoff(t)
+        if cutoff is not None and self.policy != "count":
+            rebase = self.policy == "reward_realtime"
+            self.rewards.land_offline_job(self.log, T0 + cutoff * config.step, now, rebase=rebase)
+        evaluated = t - config.history_rounds
+        served = self.serve(t, by_reward=self.policy != "count" and evaluated >= 0)
+        self.feed_back(served, now)
+        if evaluated >= 0:
+            self.trace.record(evaluated, self.users, served)
+
+    def serve(self, t: int, *, by_reward: bool) -> _Served:
+        """Every user's request of round t: queries by the real selection, pins, engagement."""
+        users, config = self.users, self.config
+        request_ids = np.int64(self.seed) * 1_000_000_000 + t * len(users.user_ids)
+        request_ids = request_ids + np.arange(len(users.user_ids))
+        rewards, global_reward = self.rewards.matrix()
+        mask = np.ones(users.cluster_ids.shape, bool)
+        selection = select_queries_batch(
+            request_ids,
+            users.cluster_ids,
+            users.medoids,
+            self.importance,
+            rewards,
+            mask,
+            SelectionConfig(
+                policy="reward" if by_reward else "count",
+                n_queries=config.n_queries,
+                floor=config.floor,
+                seed=self.seed,
+            ),
+            global_reward,
+        )
+        chosen = selection.cluster_ids - users.cluster_ids[:, :1]  # ids are u * 1000 + k + 1
+        rng = np.random.default_rng([self.seed, t])
+        pins = _draw_pins(self.pools, chosen, config.pins_per_query, rng)
+        shifted = t - config.history_rounds >= config.shift_round
+        p = engagement_probability(
+            self.world, users, pins, shifted, config.base_rate, config.gain, config.off_interest
+        )
+        engaged = (rng.random(pins.shape) < p) & (pins >= 0)
+        slot = np.repeat(chosen, config.pins_per_query, axis=1)
+        filled = fill_rewards(rewards, mask, global_reward)
+        return _Served(request_ids, filled, slot, pins, engaged)
+
+    def feed_back(self, served: _Served, now: datetime) -> None:
+        """Engagement to the day's actions and the log; for realtime, straight to the rewards."""
+        users, rows, pins, engaged = self.users, self.rows, served.pins, served.engaged
+        shown = pins >= 0
+        at = (np.broadcast_to(rows, pins.shape)[engaged], served.slot[engaged])
+        np.add.at(self.day_actions, at, 1.0)
+        clusters, query_pins = (
+            users.cluster_ids[rows, served.slot],
+            users.medoids[rows, served.slot],
+        )
+        self.log.append(
+            ts_us=np.full(int(shown.sum()), epoch_us(now)),
+            user_id=np.broadcast_to(users.user_ids[:, None], pins.shape)[shown],
+            pin_id=pins[shown],
+            query_pin_id=query_pins[shown],
+            cluster_id=clusters[shown],
+            engaged=engaged[shown],
+        )
+        if self.policy == "reward_realtime":
+            items, feedback = _round_feedback(
+                users, pins, clusters, query_pins, engaged, served.request_ids, now
+            )
+            window = timedelta(hours=self.config.attribution_window_hours)
+            self.rewards.apply(reward_increments(items, feedback, window=window).increments)
+
+
 def run_policy(
     policy: SimPolicy,
     seed: int,
@@ -252,68 +338,7 @@ def run_policy(
     config: SimulatorConfig,
 ) -> RunTrace:
     """One closed-loop run of `policy`; deterministic in (seed, inputs)."""
-    n_users, k = users.cluster_ids.shape
-    rows = np.arange(n_users)[:, None]
-    importance = users.importance.copy()
-    day_actions = np.zeros_like(importance)
-    rewards, log = _Rewards(users, config), _Log({})
-    decay = 0.5 ** (1.0 / (config.importance_half_life_days * 1.0))
-    window = timedelta(hours=config.attribution_window_hours)
-    total = config.history_rounds + config.rounds
-    traces = np.zeros((config.rounds, 2)), np.zeros((config.rounds, 3))
-    for t in range(total):
-        now = T0 + t * config.step
-        if t > 0 and t % config.rounds_per_day == 0:
-            importance = importance * decay + day_actions
-            day_actions[:] = 0
-            if policy != "count":
-                rewards.refresh(log, now)
-        evaluated = t - config.history_rounds
-        use_reward = policy != "count" and evaluated >= 0
-        reward_matrix, global_reward = rewards.matrix()
-        request_ids = np.int64(seed) * 1_000_000_000 + t * n_users + np.arange(n_users)
-        selection = select_queries_batch(
-            request_ids,
-            users.cluster_ids,
-            users.medoids,
-            importance,
-            reward_matrix,
-            np.ones((n_users, k), bool),
-            SelectionConfig(
-                policy="reward" if use_reward else "count",
-                n_queries=config.n_queries,
-                floor=config.floor,
-                seed=seed,
-            ),
-            global_reward,
-        )
-        chosen = selection.cluster_ids - users.cluster_ids[:, :1]  # ids are u * 1000 + k + 1
-        rng = np.random.default_rng([seed, t])
-        pins = _draw_pins(pools, chosen, config.pins_per_query, rng)
-        slot = np.repeat(chosen, config.pins_per_query, axis=1)
-        shifted = evaluated >= config.shift_round
-        p = engagement_probability(
-            world, users, pins, shifted, config.base_rate, config.gain, config.off_interest
-        )
-        engaged = (rng.random(pins.shape) < p) & (pins >= 0)
-        shown = pins >= 0
-        np.add.at(day_actions, (np.broadcast_to(rows, pins.shape)[engaged], slot[engaged]), 1.0)
-        clusters, query_pins = users.cluster_ids[rows, slot], users.medoids[rows, slot]
-        log.append(
-            ts_us=np.full(int(shown.sum()), _us(now)),
-            user_id=np.broadcast_to(users.user_ids[:, None], pins.shape)[shown],
-            pin_id=pins[shown],
-            query_pin_id=query_pins[shown],
-            cluster_id=clusters[shown],
-            engaged=engaged[shown],
-        )
-        if policy == "reward_realtime":
-            served, feedback = _round_feedback(
-                users, pins, clusters, query_pins, engaged, request_ids, now
-            )
-            rewards.apply(reward_increments(served, feedback, window=window).increments)
-        if evaluated >= 0:
-            traces[0][evaluated] = shown.sum(), engaged.sum()
-            role = users.role[slot][shown]
-            traces[1][evaluated] = np.bincount(role, minlength=3) / max(int(shown.sum()), 1)
-    return RunTrace(traces[0][:, 0], traces[0][:, 1], traces[1])
+    loop = _ClosedLoop(policy, seed, world, users, pools, config)
+    for t in range(config.history_rounds + config.rounds):
+        loop.step(t)
+    return loop.trace.result()

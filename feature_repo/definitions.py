@@ -2,8 +2,9 @@
 
 Read top to bottom like a schema: entities, then the offline sources (parquet files the feature
 pipeline writes under `<home>/data/features/`, see `feature_repo/tables.py`), the feature views over
-them, the feature services that training and serving both ask for, and the push source for realtime
-cluster rewards. Source paths point at `data/` beside the folder this file is in, so a copy of
+them, the feature services that training and serving both ask for (serving_v1 with Feast feature
+logging into `<home>/data/logs/serving_v1/`), and the push source for realtime cluster rewards.
+Source and log paths point at `data/` beside the folder this file is in, so a copy of
 `feature_repo/` beside a `data/` folder is a complete project (re-apply after moving a project:
 the registry keeps absolute paths). This module imports nothing from pinfeed: `feast apply` loads
 it as a loose file, and `feature_repo.store.apply_definitions` loads the home's copy the same way.
@@ -17,6 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from feast.feature_logging import LoggingConfig
+from feast.infra.offline_stores.file_source import FileLoggingDestination
 from feast.types import Array, Bool, Float32, Int32, Int64
 from feast.value_type import ValueType
 
@@ -67,6 +70,16 @@ pin_dwell_source = _table("pin_dwell")
 user_clusters_source = _table("user_clusters")
 # Per-cluster rewards from the offline reward job; also the batch side of the push source.
 cluster_reward_batch_source = _table("cluster_reward")
+
+# --- feature logs ---------------------------------------------------------------------------
+
+LOGS_DIR = Path(__file__).resolve().parent.parent / "data" / "logs"
+"""`<home>/data/logs`, absolute for the same reason as FEATURES_DIR: one parquet folder per
+logged feature service (`feature_repo/feature_logging.py` writes and reads them)."""
+SERVING_LOG_SAMPLE_RATE = 1.0
+"""Share of serving requests whose feature vectors are logged (all of a request's rows or none);
+lower it when the logs outgrow the disk (the skew report needs hundreds of rows, not all) and
+re-apply: serving reads the rate from the registry."""
 
 # --- push source ----------------------------------------------------------------------------
 
@@ -251,4 +264,9 @@ serving_v1 = FeatureService(
         user_clusters_fv,
         cluster_reward_fv,
     ],
+    # What serving used per request and candidate, for the row-level skew report.
+    logging_config=LoggingConfig(
+        destination=FileLoggingDestination(path=str(LOGS_DIR / "serving_v1")),
+        sample_rate=SERVING_LOG_SAMPLE_RATE,
+    ),
 )

@@ -18,25 +18,27 @@ equals offline(since, as_of=T2) on the same events, and the next offline run ove
 the recomputed truth (its rows are stamped later than every push it covers). Realtime never
 expires old impressions out of the window; the next offline run does.
 
-The read-modify-write race, and how it is bounded: two writers updating the same user at once
-could both read N and both write N + 1, losing an increment. One `RealtimeRewardWriter` holds a
-lock across read, add and push, so within a process updates are serialised; across processes,
-feedback must be partitioned by user_id (one writer per user: one feedback replica, or routing
-by user id). Duplicated or retried events cannot double count: credit is idempotent per event
-(request_id, pin_id, kind), tracked by the writer. Whatever still slips through (a second
-process writing the same user) is bounded in time: the next offline run overwrites the row
-with the recomputed truth. This is simpler than a Redis HINCRBY side counter, works the same on
-SQLite and Redis, and keeps Feast's own row format as the only copy of the value.
+Hides: a hidden item adds `hide_weight` (FeatureConfig) to its cluster's impressions and
+nothing to its engagements, exactly as the offline job counts a hide flag, so negative feedback
+lowers the reward at once and both paths still agree.
+
+The read-modify-write race, and how it is closed: two writers updating the same user at once
+could both read N and both write N + 1, losing an increment. Every update runs under the credit
+ledger's lock (`pinfeed.traffic.credit`: a file lock locally, a Redis lock with Redis), which
+every FeedbackSink replica shares, and credit is idempotent per item through the same ledger, so
+a retried or duplicated event, or one replayed after a restart, never counts twice. The ledger
+is written after the push succeeded: a failed push credits nothing and the event stays in the
+feedback log for the offline job.
 
 Timestamps: Redis keeps a row only when its timestamp is strictly newer than the stored one
-(SQLite always overwrites), so every push is stamped max(latest counted event, previous push +
-1 us, counted_until + 1 us).
+(SQLite always overwrites), so every push is stamped by this server's clock, strictly after
+the previous push of this writer and after `counted_until`; a client's event time never
+stamps a row.
 """
 
 from __future__ import annotations
 
-import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -45,30 +47,39 @@ from feast import FeatureStore
 from feature_repo.pipeline.config import FeatureConfig
 from feature_repo.pipeline.snapshots import smoothed_rate
 from feature_repo.store import online_feature_values, push_cluster_rewards
-from pinfeed.attribution import ItemKey, reward_increments
+from pinfeed.attribution import reward_increments
 from pinfeed.errors import ConfigError
+from pinfeed.traffic.credit import CreditLedger, MemoryCreditLedger
 
 COUNT_COLUMNS = ("user_id", "cluster_id", "reward_impressions", "reward_engagements")
 ONE_US = pd.Timedelta(microseconds=1)
 
 
 def apply_increments(
-    current: pd.DataFrame, increments: pd.DataFrame, prior_weight: float, fallback: float
+    current: pd.DataFrame,
+    increments: pd.DataFrame,
+    prior_weight: float,
+    fallback: float,
+    hide_weight: int = 0,
 ) -> pd.DataFrame:
     """New reward rows for every cluster of the users in `increments`.
 
     current: COUNT_COLUMNS for (at least) all current clusters of those users; a cluster with
         no reward row yet has 0 / 0.
-    increments: user_id, cluster_id, impressions, engagements (pinfeed.attribution); increments
-        for clusters not in `current` (no longer a cluster of the user) are dropped.
+    increments: user_id, cluster_id, impressions, engagements and optionally hides
+        (pinfeed.attribution); each hide adds `hide_weight` impressions. Increments for
+        clusters not in `current` (no longer a cluster of the user) are dropped.
     Returns user_id, cluster_id, reward_impressions, reward_engagements, reward (float32),
     reward_has_data, one row per cluster of a touched user, sorted by (user_id, cluster_id).
     """
     touched = current[current["user_id"].isin(increments["user_id"])]
+    if "hides" not in increments.columns:
+        increments = increments.assign(hides=0)
     rows = touched.merge(increments, on=["user_id", "cluster_id"], how="left").fillna(
-        {"impressions": 0, "engagements": 0}
+        {"impressions": 0, "engagements": 0, "hides": 0}
     )
-    impressions = (rows["reward_impressions"] + rows["impressions"]).to_numpy(np.int64)
+    added = rows["impressions"] + hide_weight * rows["hides"]
+    impressions = (rows["reward_impressions"] + added).to_numpy(np.int64)
     engagements = (rows["reward_engagements"] + rows["engagements"]).to_numpy(np.int64)
     totals = (
         pd.DataFrame({"user_id": rows["user_id"].to_numpy(), "i": impressions, "e": engagements})
@@ -122,9 +133,9 @@ def read_reward_counts(store: FeatureStore, user_ids: list[int]) -> pd.DataFrame
 class RealtimeRewardWriter:
     """Applies feedback batches to the online cluster rewards of one Feast store.
 
-    One instance per process, fed all feedback of the users it owns (see the module docstring
-    on the race). `counted_until`: the as_of of the offline rows in the online store; events
-    before it are already counted there and are skipped.
+    `ledger`: the credit ledger and lock shared by every writer of this store (the default,
+    in memory, suits one process only). `counted_until`: the as_of of the offline rows in the
+    online store; events before it are already counted there and are skipped.
     """
 
     def __init__(
@@ -132,31 +143,27 @@ class RealtimeRewardWriter:
         store: FeatureStore,
         *,
         counted_until: datetime,
+        ledger: CreditLedger | None = None,
         config: FeatureConfig | None = None,
         window: timedelta = timedelta(days=1),
     ) -> None:
         if counted_until.tzinfo is None:
             raise ConfigError("counted_until: pass an aware UTC datetime")
         self.store = store
+        self.ledger = ledger or MemoryCreditLedger()
         self.config = config or FeatureConfig()
         self.window = window
         self.counted_until = pd.Timestamp(counted_until).tz_convert("UTC")
-        self._lock = threading.Lock()
-        self._shown: frozenset[ItemKey] = frozenset()
-        self._engaged: frozenset[ItemKey] = frozenset()
         self._last_stamp = self.counted_until
 
     def ingest(self, served: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
         """Credit one feedback batch and push the touched users' rows; returns what was pushed
         (user_id, cluster_id, counts, reward, reward_has_data, event_timestamp)."""
         fresh = feedback[pd.to_datetime(feedback["event_ts"], utc=True) >= self.counted_until]
-        with self._lock:
+        keys = list(zip(fresh["request_id"], fresh["pin_id"], strict=True))
+        with self.ledger.lock():
             credit = reward_increments(
-                served,
-                fresh,
-                window=self.window,
-                already_shown=self._shown,
-                already_engaged=self._engaged,
+                served, fresh, window=self.window, credited=self.ledger.credited(keys)
             )
             if credit.increments.empty:
                 return credit.increments
@@ -167,10 +174,11 @@ class RealtimeRewardWriter:
                 credit.increments,
                 self.config.reward_prior_weight,
                 self.config.reward_fallback,
+                self.config.hide_weight,
             )
-            latest = pd.Timestamp(credit.latest_event_ts.max()).tz_convert("UTC")
-            stamp = max(latest, self._last_stamp + ONE_US)
+            stamp = max(pd.Timestamp(datetime.now(UTC)), self._last_stamp + ONE_US)
             rows["event_timestamp"] = stamp
             push_cluster_rewards(self.store, rows)
-            self._shown, self._engaged, self._last_stamp = credit.shown, credit.engaged, stamp
+            self.ledger.add(credit.credited)
+            self._last_stamp = stamp
             return rows

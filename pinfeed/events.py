@@ -63,13 +63,18 @@ class EventSet:
 
 
 def conform(table: pa.Table, name: str) -> pa.Table:
-    """Select and cast `table`'s columns to the contract of `name`; raise naming what differs."""
+    """Select and cast `table`'s columns to the contract of `name`; raise naming what differs.
+    A missing nullable column reads as all null (a source, or an event set written before the
+    column existed, that does not log it)."""
     schema = SCHEMAS[name]
-    missing = [f.name for f in schema if f.name not in table.column_names]
+    missing = [f.name for f in schema if f.name not in table.column_names and not f.nullable]
     if missing:
         raise SchemaError(f"{name}: missing column(s) {missing}; expected {schema.names}")
     columns = []
     for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         column = table.column(field.name)
         if column.type != field.type:
             try:
@@ -135,7 +140,9 @@ def read_event_set(path: Path) -> EventSet:
     tables = {}
     for name in PARTITIONED:
         dataset = ds.dataset(path / name, format="parquet", partitioning="hive")
-        table = conform(dataset.to_table(columns=SCHEMAS[name].names), name)
+        present = set(dataset.schema.names)
+        columns = [c for c in SCHEMAS[name].names if c in present]
+        table = conform(dataset.to_table(columns=columns), name)
         tables[name] = table.sort_by(CANONICAL_ORDER[name])
     for name in ("users", "pins"):
         tables[name] = conform(pq.read_table(path / f"{name}.parquet"), name)

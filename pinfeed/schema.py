@@ -44,6 +44,8 @@ IMPRESSION_SCHEMA = pa.schema(
         pa.field("long_click", pa.bool_(), nullable=False),
         # Seconds spent off-site after a click; null exactly when click is false.
         pa.field("click_dwell_s", pa.float32(), nullable=True),
+        # The user hid the pin (negative feedback); null: the source does not log hides.
+        pa.field("hide", pa.bool_(), nullable=True),
     ]
 )
 

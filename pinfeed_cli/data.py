@@ -78,3 +78,40 @@ def validate(events: EventsOption = None, home: HomeOption = None) -> None:
             console.print(f"  row {row}: {field}: {reason}")
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+@app.command("ingest-served")
+@project_errors
+def ingest_served(
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serving state folder with the local logs (default: <home>/data/serving)."
+        ),
+    ] = None,
+    window_s: Annotated[
+        float, typer.Option(help="Engagements later than this after serving set no flag.")
+    ] = 86_400.0,
+    home: HomeOption = None,
+) -> None:
+    """Served answers and feedback into the event set (idempotent: rebuilds the served
+    partitions). Reads Redis when REDIS_URL is set, else the local logs."""
+    report = steps.ingest_served(project_home(home), state_dir=state_dir, window_s=window_s)
+    console.print(
+        counts_table(
+            "served traffic ingested",
+            {
+                "served items": report.served_items,
+                "ingested impressions": report.ingested_impressions,
+                "served, not shown": report.not_shown,
+                "rejected impressions": sum(report.rejected_impressions.values()),
+                "feedback events": report.feedback_events,
+                "ingested events": report.ingested_events,
+                "rejected events": sum(report.rejected_events.values()),
+                "conversions": report.ingested_conversions,
+            },
+        )
+    )
+    for reason, count in {**report.rejected_impressions, **report.rejected_events}.items():
+        console.print(f"  rejected {count:,}: {reason}")
+    console.print("reconciles" if report.reconciles else "[red]does not reconcile[/red]")

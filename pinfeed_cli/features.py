@@ -45,10 +45,17 @@ def materialize(
             help="Load feature values up to this time (default: the end of the event data + 1 day)."
         ),
     ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Reload every view from this time, not incrementally (after `data "
+            "ingest-served` + `features build` rewrote rows already loaded)."
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Load the latest feature values into the online store (incremental)."""
-    console.print(steps.materialize(project_home(home), end))
+    """Load the latest feature values into the online store (incremental unless --since)."""
+    console.print(steps.materialize(project_home(home), end, since))
 
 
 @app.command("training-sets")

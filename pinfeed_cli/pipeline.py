@@ -3,7 +3,8 @@
 
     data generate -> data validate -> features build -> features apply -> features materialize
     -> features training-sets -> train retrieval -> train ranking -> evaluate ranking
-    -> optimize utility -> features rewards -> evaluate query-reward -> report -> serve (demo)
+    -> optimize utility -> features rewards -> evaluate query-reward
+    -> evaluate closed-loop (short, on a tiny world of its own) -> report -> serve (demo)
 
 Both models land in one run. `pinfeed run` trains and searches with a shorter budget than the
 configs' (`RunBudget`); each step's title names the equivalent command. Each step is timed; a
@@ -45,6 +46,8 @@ class RunBudget:
     utility_initialization_trials: int = 5
     query_reward_rounds: int = 40
     query_reward_seeds: int = 3
+    closed_loop_users: int = 30
+    closed_loop_rounds: int = 1
 
 
 def _timed(console: Console, name: str, command: str, step: Callable[[], str]) -> StepResult:
@@ -80,6 +83,29 @@ def _utility_summary(report: dict[str, Any]) -> str:
     return (
         f"long_click PR-AUC: Ax {value['best']:.4f}, random search {value['random_search']:.4f}, "
         f"hand-picked {value['hand_picked']:.4f}"
+    )
+
+
+def _closed_loop(home: ProjectHome, budget: RunBudget, console: Console) -> str:
+    from pinfeed_cli.closed_loop import ClosedLoopConfig, closed_loop
+
+    config = ClosedLoopConfig(
+        preset="tiny",
+        rounds=budget.closed_loop_rounds,
+        users_per_round=budget.closed_loop_users,
+        k=10,
+        retrieval_epochs=1,
+        ranking_epochs=1,
+    )
+    report = closed_loop(
+        home.root / "closed_loop", 1, config, home.reports / "closed_loop.json", console
+    )
+    rates = " -> ".join(f"{p['engagement_rate']['mean']:.3f}" for p in report["phases"])
+    return (
+        f"engagement {rates} (before -> after retraining on served traffic); served "
+        f"{report['served_impressions']:,}, ingested {report['ingested_impressions']:,}, "
+        f"acknowledged lost {report['acknowledged_lost']}, skew match "
+        f"{report['skew']['match_rate']:.3f}"
     )
 
 
@@ -168,6 +194,12 @@ def run_pipeline(
                     home, rounds=budget.query_reward_rounds, seeds=budget.query_reward_seeds
                 ).report
             ),
+        ),
+        (
+            "closed loop",
+            f"pinfeed evaluate closed-loop --seeds 1 --rounds {budget.closed_loop_rounds} "
+            f"--users {budget.closed_loop_users} --k 10 --preset tiny",
+            lambda: _closed_loop(home, budget, console),
         ),
         ("report", "pinfeed report", lambda: f"page {steps.report(home)}"),
     ]

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from training.job import Job
 
 SNAPSHOT_GRACE = timedelta(days=1)
-"""Daily snapshots are stamped at the end of each day: load through the day after the data."""
+"""Daily snapshots are stamped at the end of each day: load through the day after the data,
+but never past now (the snapshot of a day still running is stamped at its end, in the future:
+serving it would use values a point-in-time join at request time cannot see, which the skew
+report flags)."""
 
 
 def generate(
@@ -72,19 +75,24 @@ def apply(home: ProjectHome) -> str:
 
 
 def default_materialize_end(home: ProjectHome) -> datetime:
-    """The end of the event data plus a day (see `SNAPSHOT_GRACE`)."""
+    """The end of the event data plus a day, at most now (see `SNAPSHOT_GRACE`)."""
     from pinfeed.events import read_event_meta
 
-    return read_event_meta(home.events).end.astimezone(UTC) + SNAPSHOT_GRACE
+    return min(read_event_meta(home.events).end.astimezone(UTC) + SNAPSHOT_GRACE, datetime.now(UTC))
 
 
-def materialize(home: ProjectHome, end: datetime | None = None) -> str:
+def materialize(
+    home: ProjectHome, end: datetime | None = None, since: datetime | None = None
+) -> str:
+    """Incremental up to `end`; with `since`, every view reloaded over [since, end] (after
+    an ingest rewrote feature rows an earlier materialisation already covered)."""
     from feature_repo.store import materialize as load
     from feature_repo.store import open_store
 
     stamp = (end or default_materialize_end(home)).astimezone(UTC)
-    load(open_store(home), end=stamp)
-    return f"online store filled up to {stamp.isoformat()}"
+    load(open_store(home), end=stamp, start=since.astimezone(UTC) if since else None)
+    window = f"from {since.isoformat()} " if since else ""
+    return f"online store filled {window}up to {stamp.isoformat()}"
 
 
 def training_sets(home: ProjectHome, seed: int = 0, negative_sample_rate: float = 0.1) -> str:
@@ -159,6 +167,30 @@ def optimize_utility(
         home, target, trials=trials, seed=seed, run_id=run_id, config=search, scoring=scoring
     )
     return report | {"path": str(target)}
+
+
+def ingest_served(
+    home: ProjectHome,
+    *,
+    state_dir: Path | None = None,
+    redis_url: str | None = None,
+    window_s: float = 86_400.0,
+) -> Any:
+    """The served log and the feedback log of the serving state at `state_dir` (default
+    data/serving), or of Redis, into the event set (`pinfeed.traffic.ingest`)."""
+    import os
+
+    from feature_repo.store import REDIS_URL_ENV, open_store
+    from pinfeed.traffic.feedback_log import open_feedback_log
+    from pinfeed.traffic.ingest import ingest_served as ingest
+    from pinfeed.traffic.served import open_served_log
+
+    redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
+    state = state_dir or home.data / "serving"
+    project = open_store(home, redis_url=redis_url).project
+    served = open_served_log(state, redis_url, project, ttl_s=2 * window_s).read_all()
+    feedback = open_feedback_log(state / "feedback.log", redis_url, project).read_all()
+    return ingest(home.events, served, feedback, window=timedelta(seconds=window_s))
 
 
 def rewards(

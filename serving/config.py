@@ -64,8 +64,27 @@ class ServingConfig(FrozenModel):
     reward_window_s: float = Field(
         86400.0, gt=0, description="engagements later than this after serving earn no reward"
     )
-    served_memory: int = Field(
-        200_000, ge=1, description="served items remembered for attributing feedback"
+    served_queue: int = Field(
+        50_000,
+        ge=1,
+        description="served items waiting for the served log per Recommender replica; beyond "
+        "it answers go unrecorded and are counted (the overload rule, serving.stages.served)",
+    )
+    feature_log_queue: int = Field(
+        1000,
+        ge=1,
+        description="answered requests waiting for Feast feature logging per Recommender "
+        "replica; beyond it their vectors are dropped and counted (serving.stages.feature_log)",
+    )
+    feature_log_flush_s: float = Field(
+        2.0, gt=0, le=600, description="how often logged feature vectors are written"
+    )
+    unmatched_wait_s: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="how long feedback naming an item not yet in the served log waits for it "
+        "(the answer's record may still be on its way) before it counts as unmatched",
     )
     retriever_threads: int = Field(1, ge=0, description="ORT threads of the query tower")
     ranker: RankerBatching = RankerBatching()
@@ -90,6 +109,11 @@ class ServingConfig(FrozenModel):
     @property
     def state(self) -> Path:
         return self.state_dir or self.project.data / "serving"
+
+    @property
+    def attribution_ttl_s(self) -> float:
+        """How long Redis keeps a served item for attribution: twice the reward window."""
+        return 2 * self.reward_window_s
 
 
 class ServedRun(FrozenModel):

@@ -55,6 +55,9 @@ class FeatureConfig(BaseModel):
     reward_fallback: float = Field(
         0.1, ge=0, le=1, description="reward when no impression at all is attributed"
     )
+    hide_weight: int = Field(
+        5, ge=0, description="unengaged impressions one hide counts as in a cluster's reward"
+    )
 
     chunk_cells: int = Field(
         4_000_000, ge=1000, description="entity x day x column cells per dense window block"

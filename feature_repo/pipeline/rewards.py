@@ -10,7 +10,9 @@ Attribution of an impression to one cluster of its user, first rule that applies
 Impressions that none of these place are not counted.
 
 Per cluster: impressions, engagements (any of closeup, save, click, long_click) and
-`reward = (engagements + r0 * m) / (impressions + m)`, where r0 is the user's pooled
+`reward = (engagements + r0 * m) / (impressions + m)`, where a hidden impression (the `hide`
+flag, the seed's negative engagement) counts as `1 + hide_weight` impressions, so hides pull a
+cluster's reward down by as much as `hide_weight` more unengaged impressions would; r0 is the user's pooled
 engagement rate over their attributed impressions, or the global pooled rate for a user with
 none (the seed's "average weight where there is no data yet"), and m = reward_prior_weight.
 """
@@ -79,6 +81,8 @@ def _impression_frame(impressions: pa.Table, since_us: int | None, as_of_us: int
         }
     )
     frame["engaged"] = engaged
+    names = impressions.column_names
+    frame["hidden"] = flag(impressions, "hide") > 0 if "hide" in names else False
     return frame[keep].reset_index(drop=True)
 
 
@@ -166,7 +170,12 @@ def compute_cluster_rewards(
     embeddings = PinEmbeddings.from_pins(pins) if pins is not None else None
     frame["cluster"] = attribute(frame, owned, members.to_pandas(), embeddings)
     counted = frame[frame["cluster"] != NO_ID]
-    per_cluster = counted.groupby("cluster")["engaged"].agg(["size", "sum"])
+    weight = 1 + config.hide_weight * counted["hidden"].astype(np.int64)
+    per_cluster = (
+        counted.assign(weight=weight)
+        .groupby("cluster")
+        .agg(size=("weight", "sum"), sum=("engaged", "sum"))
+    )
     table = owned.merge(per_cluster, left_on="cluster_id", right_index=True, how="left")
     impressions_n = table["size"].fillna(0).to_numpy(np.int64)
     engagements = table["sum"].fillna(0).to_numpy(np.int64)

@@ -89,6 +89,7 @@ def _impressions(imp: pd.DataFrame) -> tuple[pa.Table, np.ndarray]:
             "click_dwell_s": pa.array(
                 sorted_imp["dwell"].to_numpy(np.float32), pa.float32(), from_pandas=True
             ),
+            "hide": pa.nulls(n, pa.bool_()),  # interaction logs carry no hides
         },
         schema=IMPRESSION_SCHEMA,
     )

@@ -1,5 +1,6 @@
-"""The FeedbackSink deployment: one replica hosting the `FeedbackRecorder` (the realtime reward
-writer serialises updates per process, so one process applies them all)."""
+"""The FeedbackSink deployment: hosts a `FeedbackRecorder`. Attribution (the served log) and
+credit (the ledger and its lock) live outside the process, so it may run several replicas and
+restart without losing or double-counting credit."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import os
 
 from ray import serve
 
+from pinfeed.traffic.records import FeedbackRecord
 from serving.config import ServingConfig
-from serving.stages.feedback import FeedbackRecorder, ServedRow
-from serving.stages.feedback_log import FeedbackRecord
+from serving.stages.feedback import FeedbackOutcome, FeedbackRecorder
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=64)
@@ -17,17 +18,17 @@ class FeedbackSink:
     def __init__(self, config: ServingConfig) -> None:
         self.recorder = FeedbackRecorder(config)
 
-    def remember(self, rows: list[ServedRow]) -> None:
-        """Called by the ingress for every answered request (items and their sources)."""
-        self.recorder.remember(rows)
-
-    def record(self, records: list[FeedbackRecord]) -> tuple[list[str], bool]:
-        """Durably append, then apply; returns (event ids, applied)."""
+    def record(self, records: list[FeedbackRecord]) -> FeedbackOutcome:
+        """Durably append, then credit what matches a served item."""
         return self.recorder.record(records)
 
     def recorded(self) -> list[FeedbackRecord]:
         """Everything in the log (tests and operators: what was acknowledged is here)."""
         return self.recorder.log.read_all()
+
+    def unmatched(self) -> int:
+        """Events this replica recorded that named no served item."""
+        return self.recorder.unmatched
 
     def pid(self) -> int:
         """This replica's process id (the fault-injection tests kill it)."""

@@ -8,6 +8,11 @@ is the one stage worth scaling apart and placing on a GPU, and batching across r
 pays where requests from many callers meet, so it is its own deployment
 (`benchmarks/serve_load.py` measures the choice).
 
+Every answer's items go to the served log and, for requests in the sample, its feature vectors
+to Feast's feature log, both through bounded queues drained by background threads
+(`serving.stages.served`, `serving.stages.feature_log`), so neither adds a write to the
+request's latency.
+
 Which run and weights it serves is its `user_config` (`serving.config.ActiveModels`): Serve
 calls `reconfigure` on every replica when it changes, and the replica switches whole
 (`serving.stages.active`). Every `cache_refresh_s` it checks for a newer materialisation of
@@ -26,14 +31,17 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from pinfeed.artifacts.runs import load_run
-from pinfeed.errors import PinfeedError
+from pinfeed.errors import ConfigError, PinfeedError
+from pinfeed.traffic.served import open_served_log
 from serving.config import ActiveModels, ServingConfig, parse_user_config
 from serving.stages.active import ActivePipeline, pipeline_builder
 from serving.stages.contract import check_against_services
+from serving.stages.feature_log import FeatureLogger
 from serving.stages.online import STORE_ERRORS, connect
 from serving.stages.pipeline import Pipeline, Recommendation, RecommendQuery
 from serving.stages.ranker import RankerModel
 from serving.stages.retriever import Retriever
+from serving.stages.served import ServedRecorder, served_items
 
 logger = logging.getLogger("ray.serve")
 
@@ -44,6 +52,11 @@ class Recommender:
         self.config = config
         self.ranker = ranker
         self.active = ActivePipeline(pipeline_builder(config, self._connect))
+        log = open_served_log(
+            config.state, config.redis_url, self._connect().project, config.attribution_ttl_s
+        )
+        self.served = ServedRecorder(log, config.served_queue)
+        self.feature_log = _feature_logger(self._connect(), config)
         self._checked = time.monotonic()
         self._refresh: asyncio.Future[bool] | None = None
 
@@ -63,7 +76,11 @@ class Recommender:
         self._refresh_cache_soon(pipeline)
         prepared = pipeline.prepare(query)
         logits = await self.ranker.rank.remote(prepared.inputs)
-        return pipeline.finish(prepared, logits)
+        result = pipeline.finish(prepared, logits)
+        self.served.offer(served_items(result))
+        if self.feature_log is not None:
+            self.feature_log.offer(prepared, result)
+        return result
 
     async def check_run(self, run_id: str) -> dict[str, str]:
         """Load run `run_id` (`latest`: the newest complete run), check it against the feature
@@ -79,15 +96,25 @@ class Recommender:
 
         return await asyncio.to_thread(check)
 
-    async def status(self) -> dict[str, str | None]:
+    async def status(self) -> dict[str, str | int | None]:
         """{"model_version": what answers name now, "run_id": its run, "error": why the last
-        switch failed on this replica}."""
+        switch failed on this replica, "served_recorded" / "served_dropped": items of this
+        replica's answers written to / dropped from the served log}."""
         models = self.active.models
         return {
             "model_version": self.active.version,
             "run_id": models.run_id if models else None,
             "error": self.active.error,
+            "served_recorded": self.served.recorded,
+            "served_dropped": self.served.dropped,
+            "features_logged": self.feature_log.logged if self.feature_log else 0,
+            "features_dropped": self.feature_log.dropped if self.feature_log else 0,
         }
+
+    async def flush_served(self) -> bool:
+        """Wait until this replica's answers so far are in the served log (ingestion and
+        tests call it before reading the log); False on timeout."""
+        return await asyncio.to_thread(self.served.flush)
 
     def _refresh_cache_soon(self, pipeline: Pipeline) -> None:
         now = time.monotonic()
@@ -106,3 +133,13 @@ class Recommender:
         except (PinfeedError, *STORE_ERRORS) as error:
             logger.warning("pin cache refresh skipped: %s", error)
             return False
+
+
+def _feature_logger(store: FeatureStore, config: ServingConfig) -> FeatureLogger | None:
+    """Feast feature logging of serving_v1, or None (with a warning) when the registered
+    service has no logging config."""
+    try:
+        return FeatureLogger(store, config.feature_log_queue, config.feature_log_flush_s)
+    except ConfigError as error:
+        logger.warning("feature vectors are not logged: %s", error)
+        return None

@@ -20,8 +20,12 @@ MAX_FEEDBACK_BATCH = 1000
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 Id = int
-FeedbackKind = Literal["impression", "closeup", "save", "click", "long_click"]
-"""`pinfeed.attribution.FEEDBACK_KINDS`, spelled out for the OpenAPI schema."""
+FeedbackKind = Literal[
+    "impression", "closeup", "save", "click", "long_click", "hide", "checkout", "add_to_cart"
+]
+"""`pinfeed.traffic.records.FEEDBACK_KINDS`, spelled out for the OpenAPI schema."""
+DWELL_KINDS = ("click", "long_click")
+MAX_DWELL_S = 86_400.0
 
 
 class _Model(BaseModel):
@@ -81,6 +85,20 @@ class FeedbackEvent(_Model):
     kind: FeedbackKind
     event_ts: AwareDatetime | None = Field(None, description="when it happened (default: now)")
     user_id: Id | None = Field(None, ge=0, le=INT64_MAX)
+    dwell_s: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_DWELL_S,
+        allow_inf_nan=False,
+        description="seconds off-site after a click (click / long_click only); becomes the "
+        "event's click dwell when served traffic is ingested",
+    )
+
+    @model_validator(mode="after")
+    def _dwell_on_clicks_only(self) -> FeedbackEvent:
+        if self.dwell_s is not None and self.kind not in DWELL_KINDS:
+            raise ValueError(f"dwell_s: only {list(DWELL_KINDS)} events carry a dwell")
+        return self
 
     @field_validator("event_ts")
     @classmethod
@@ -101,7 +119,13 @@ class FeedbackBatch(_Model):
 class FeedbackAccepted(_Model):
     accepted: int
     event_ids: list[str] = Field(description="ids under which the events were recorded")
-    applied: bool = Field(description="the realtime rewards were updated (else: retried later)")
+    applied: bool = Field(
+        description="the realtime rewards were updated for the events that matched a served "
+        "item (false: nothing matched, or the store failed and the offline job will count them)"
+    )
+    unmatched: int = Field(
+        0, description="events naming no served (request_id, pin_id): recorded, credit nothing"
+    )
 
 
 class ReloadRequest(_Model):

@@ -19,7 +19,7 @@ import hmac
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI, Header
 from ray import serve
@@ -29,6 +29,7 @@ from ray.serve.handle import DeploymentHandle
 
 from pinfeed.errors import PinfeedError
 from pinfeed.schema import ENGAGEMENTS
+from pinfeed.traffic.records import FeedbackRecord
 from serving.config import ActiveModels
 from serving.deploy import ReloadTimeout, active_models, apply_active_models, token_digest
 from serving.http.api import (
@@ -46,8 +47,6 @@ from serving.http.api import (
     Source,
 )
 from serving.http.errors import HttpError, call, install_error_handlers
-from serving.stages.feedback import ServedRow
-from serving.stages.feedback_log import FeedbackRecord
 from serving.stages.pipeline import Recommendation, RecommendQuery
 from serving.stages.selector import NO_CLUSTER
 
@@ -101,16 +100,6 @@ def to_response(result: Recommendation) -> RecommendResponse:
     )
 
 
-def served_rows(result: Recommendation) -> list[ServedRow]:
-    now = datetime.now(UTC)
-    return [
-        (result.request_id, int(pin), result.user_id, int(cluster), int(query), now)
-        for pin, cluster, query in zip(
-            result.pin_ids, result.cluster_ids, result.query_pin_ids, strict=True
-        )
-    ]
-
-
 def reload_target(
     current: ActiveModels, body: ReloadRequest, run_id: str | None, requested_at: datetime
 ) -> ActiveModels:
@@ -139,7 +128,6 @@ def ingress_deployment() -> Deployment:
             self.feedback = feedback
             self.admin_digest = admin_digest
             self.app_name = serve.get_replica_context().app_name
-            self.background: set[asyncio.Task[None]] = set()
             self.reloading = asyncio.Lock()
 
         @api.post("/recommend", response_model=RecommendResponse)
@@ -151,7 +139,6 @@ def ingress_deployment() -> Deployment:
                 request_id, body.user_id, body.k, body.context_pin_id, body.exclude_seen
             )
             result = await call(self.recommender.recommend.remote(query), ("service",))
-            self._remember(served_rows(result))
             return to_response(result)
 
         @api.post("/feedback", status_code=202, response_model=FeedbackAccepted)
@@ -166,11 +153,17 @@ def ingress_deployment() -> Deployment:
                     kind=e.kind,
                     event_ts=(e.event_ts or now).astimezone(UTC).isoformat(),
                     user_id=e.user_id,
+                    dwell_s=e.dwell_s,
                 )
                 for e in events
             ]
-            ids, applied = await call(self.feedback.record.remote(records), ("body",))
-            return FeedbackAccepted(accepted=len(ids), event_ids=ids, applied=applied)
+            outcome = await call(self.feedback.record.remote(records), ("body",))
+            return FeedbackAccepted(
+                accepted=len(outcome.event_ids),
+                event_ids=outcome.event_ids,
+                applied=outcome.applied,
+                unmatched=outcome.unmatched,
+            )
 
         @api.post("/admin/reload", response_model=ReloadResponse)
         async def reload(
@@ -230,16 +223,4 @@ def ingress_deployment() -> Deployment:
             ):
                 raise HttpError(401, field, "missing or wrong admin token")
 
-        def _remember(self, rows: list[ServedRow]) -> None:
-            task = asyncio.create_task(_quietly(self.feedback.remember.remote(rows)))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
-
     return Ingress
-
-
-async def _quietly(response: Any) -> None:
-    try:
-        await response
-    except RayError as error:
-        logger.warning("served items not recorded for attribution: %s", error)

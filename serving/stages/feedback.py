@@ -1,79 +1,123 @@
 """Feedback: record events durably, then credit them to the clusters that produced the items.
 
-Order of a `/feedback` call: append to the log (`feedback_log`; durable on return) -> credit
-the events to the clusters that produced the items (`feature_repo.realtime_rewards`, pushed to
-the online store) -> 202. A failed push (online store down) does not undo the ack: the event
-stays in the log for the next offline reward job, and `applied` is false.
+Order of a `/feedback` call: append to the log (`pinfeed.traffic.feedback_log`; durable on
+return) -> look the items up in the served log (`pinfeed.traffic.served`, written by the
+Recommender replicas) -> credit the matched events to their clusters
+(`feature_repo.realtime_rewards`, pushed to the online store) -> 202. A failed push (online
+store down) does not undo the ack: the event stays in the log for the next offline reward job,
+and `applied` is false.
 
-Served items (which cluster and query pin produced each pin of each request) are remembered in
-memory, the most recent `capacity` of them, since attribution needs them. One recorder per
-process: the reward writer serialises read-add-push per user only within one process (see
-`feature_repo.realtime_rewards`).
+Attribution lives in the served log and credit in the shared ledger (`pinfeed.traffic.credit`),
+not in this process, so feedback after a restart, or on another FeedbackSink replica, is
+credited exactly once. An event naming no served item is recorded (it is still an acknowledged
+event) but credits nothing; the answer says how many (`unmatched`). The served record of an
+answer may still be in its Recommender's write queue when a fast client sends feedback, so an
+unmatched item is looked up again for up to `unmatched_wait_s` first.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
+from feature_repo.pipeline.config import FeatureConfig
 from feature_repo.realtime_rewards import RealtimeRewardWriter
-from pinfeed.attribution import SERVED_COLUMNS
+from pinfeed.attribution import SERVED_COLUMNS, ItemKey
 from pinfeed.errors import PinfeedError
+from pinfeed.traffic.credit import open_credit_ledger
+from pinfeed.traffic.feedback_log import FeedbackLog, open_feedback_log
+from pinfeed.traffic.records import FeedbackRecord, ServedItem
+from pinfeed.traffic.served import ServedLog, open_served_log
 from serving.config import ServingConfig
-from serving.stages.feedback_log import FeedbackLog, FeedbackRecord, open_feedback_log
 from serving.stages.online import STORE_ERRORS, connect
 
 logger = logging.getLogger(__name__)
 FEEDBACK_LOG = "feedback.log"
-ServedRow = tuple[int, int, int, int, int, datetime]
-"""(request_id, pin_id, user_id, cluster_id, query_pin_id, served_ts): `SERVED_COLUMNS`."""
+LOOKUP_RETRY_S = 0.05
 
 
-class ServedMemory:
-    """The last `capacity` served items, by (request_id, pin_id)."""
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    """What `/feedback` answers: the recorded ids, whether the matched events were credited
+    (False when the online store failed, or nothing matched), and how many events named no
+    served item."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.rows: OrderedDict[tuple[int, int], ServedRow] = OrderedDict()
+    event_ids: list[str]
+    applied: bool
+    unmatched: int
 
-    def add(self, rows: list[ServedRow]) -> None:
-        for row in rows:
-            self.rows[(row[0], row[1])] = row
-        while len(self.rows) > self.capacity:
-            self.rows.popitem(last=False)
 
-    def frame(self, keys: set[tuple[int, int]]) -> pd.DataFrame:
-        found = [self.rows[key] for key in keys if key in self.rows]
-        frame = pd.DataFrame(found, columns=list(SERVED_COLUMNS))
-        frame["served_ts"] = pd.to_datetime(frame["served_ts"], utc=True)
-        return frame
+def served_frame(items: list[ServedItem]) -> pd.DataFrame:
+    """`pinfeed.attribution.SERVED_COLUMNS` rows for served items (no cluster: -1)."""
+    frame = pd.DataFrame(
+        [
+            (
+                i.request_id,
+                i.pin_id,
+                i.user_id,
+                -1 if i.cluster_id is None else i.cluster_id,
+                -1 if i.query_pin_id is None else i.query_pin_id,
+                i.served_at,
+            )
+            for i in items
+        ],
+        columns=list(SERVED_COLUMNS),
+    )
+    frame["served_ts"] = pd.to_datetime(frame["served_ts"], utc=True, format="ISO8601")
+    return frame
 
 
 class FeedbackRecorder:
-    """The durable log, the served-item memory and the realtime reward writer of one process."""
+    """The durable log, the served log, and the realtime reward writer of one process."""
 
     def __init__(self, config: ServingConfig) -> None:
-        self.log: FeedbackLog = open_feedback_log(config.state / FEEDBACK_LOG, config.redis_url)
-        self.served = ServedMemory(config.served_memory)
+        store = connect(config.project, config.redis_url)
+        self.log: FeedbackLog = open_feedback_log(
+            config.state / FEEDBACK_LOG, config.redis_url, store.project
+        )
+        self.served: ServedLog = open_served_log(
+            config.state, config.redis_url, store.project, config.attribution_ttl_s
+        )
+        self.wait_s = config.unmatched_wait_s
+        self.unmatched = 0
         self.writer = RealtimeRewardWriter(
-            connect(config.project, config.redis_url),
+            store,
             counted_until=datetime.now(UTC),
+            ledger=open_credit_ledger(
+                config.state, config.redis_url, store.project, config.attribution_ttl_s
+            ),
+            config=FeatureConfig(),
             window=timedelta(seconds=config.reward_window_s),
         )
 
-    def remember(self, rows: list[ServedRow]) -> None:
-        """The items of one answered request and their sources."""
-        self.served.add(rows)
-
-    def record(self, records: list[FeedbackRecord]) -> tuple[list[str], bool]:
-        """Durably append, then apply; returns (event ids, applied)."""
+    def record(self, records: list[FeedbackRecord]) -> FeedbackOutcome:
+        """Durably append, then credit what matches a served item."""
         recorded = self.log.append(records)
-        return [r.event_id for r in recorded], self._apply(recorded)
+        keys = [(r.request_id, r.pin_id) for r in recorded]
+        try:
+            found = self._lookup(keys)
+        except STORE_ERRORS as error:  # recorded all the same: the offline job counts them
+            logger.warning("feedback recorded but not attributed: %s", error)
+            return FeedbackOutcome([r.event_id for r in recorded], False, 0)
+        unmatched = sum(key not in found for key in keys)
+        self.unmatched += unmatched
+        matched = [r for r in recorded if (r.request_id, r.pin_id) in found]
+        applied = bool(matched) and self._apply(matched, list(found.values()))
+        return FeedbackOutcome([r.event_id for r in recorded], applied, unmatched)
 
-    def _apply(self, records: list[FeedbackRecord]) -> bool:
+    def _lookup(self, keys: list[ItemKey]) -> dict[ItemKey, ServedItem]:
+        found = self.served.lookup(keys)
+        deadline = time.monotonic() + self.wait_s
+        while len(found) < len(set(keys)) and time.monotonic() < deadline:
+            time.sleep(LOOKUP_RETRY_S)
+            found |= self.served.lookup([k for k in keys if k not in found])
+        return found
+
+    def _apply(self, records: list[FeedbackRecord], items: list[ServedItem]) -> bool:
         events = pd.DataFrame(
             {
                 "request_id": [r.request_id for r in records],
@@ -82,11 +126,8 @@ class FeedbackRecorder:
                 "event_ts": pd.to_datetime([r.event_ts for r in records], utc=True),
             }
         )
-        served = self.served.frame(set(zip(events["request_id"], events["pin_id"], strict=True)))
-        if served.empty:
-            return True
         try:
-            self.writer.ingest(served, events)
+            self.writer.ingest(served_frame(items), events)
         except (PinfeedError, *STORE_ERRORS) as error:
             logger.warning("feedback recorded but rewards not updated: %s", error)
             return False

@@ -60,6 +60,9 @@ class Prepared:
     inputs: RankerInputs
     degraded: bool
     cold_start: bool
+    user: UserView
+    cache: PinFeatureCache
+    """The user's online features and the pin cache this request read (feature logging)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Recommendation:
 
     request_id: int
     user_id: int
+    run_id: str
     model_version: str
     degraded: bool
     cold_start: bool
@@ -183,7 +187,7 @@ class Pipeline:
             candidates.query_pin_ids,
         )
         cold = not degraded and not user.known and query.context_pin_id is None
-        return Prepared(query, candidates, inputs, degraded, cold)
+        return Prepared(query, candidates, inputs, degraded, cold, user, self.features.cache)
 
     def _popular(self, count: int, exclude: set[int]) -> Candidates:
         pins = self.features.popular(count, exclude)
@@ -198,6 +202,7 @@ class Pipeline:
         return Recommendation(
             request_id=prepared.query.request_id,
             user_id=prepared.query.user_id,
+            run_id=self.run.run_id,
             model_version=f"{self.run.version}+{scores.weights_version}",
             degraded=prepared.degraded,
             cold_start=prepared.cold_start,

@@ -90,3 +90,16 @@ def test_missing_event_set_names_the_command_that_makes_it(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "pinfeed data generate" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_ingest_served_with_nothing_served_reconciles_and_changes_nothing(
+    ran_home: ProjectHome,
+) -> None:
+    before = (ran_home.events / "meta.json").read_text()
+    for _ in range(2):
+        result = pinfeed("data", "ingest-served", home=ran_home.root)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "reconciles" in result.stdout and "does not reconcile" not in result.stdout
+    assert not list(ran_home.events.glob("*/date=*/served.parquet"))
+    assert '"served_traffic"' in (ran_home.events / "meta.json").read_text()
+    assert '"served_traffic"' not in before

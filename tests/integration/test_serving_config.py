@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from pinfeed.errors import ConfigError
+from pinfeed.traffic.feedback_log import LocalFeedbackLog
+from pinfeed.traffic.records import FeedbackRecord
 from serving.app import CONFIG_FILE, fit_to_cluster
 from serving.config import load_serve_file
-from serving.stages.feedback_log import FeedbackRecord, LocalFeedbackLog
 
 
 def test_shipped_config_validates_and_fills_batches(tmp_path: Path) -> None:

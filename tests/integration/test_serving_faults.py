@@ -19,8 +19,8 @@ import pytest
 from feature_repo.store import materialize, open_store
 from pinfeed.events import read_event_set
 from pinfeed.home import ProjectHome
+from pinfeed.traffic.feedback_log import RedisFeedbackLog
 from serving.config import ServingConfig
-from serving.stages.feedback_log import RedisFeedbackLog
 from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
 from tests.support.redis import RedisProcess
 from tests.support.serving import call, start_app
@@ -81,8 +81,10 @@ def test_feedback_goes_to_the_redis_stream(
     ]
     status, accepted = call(f"{base_url}/feedback", {"events": events})
     assert status == 202
-    recorded = {r.event_id for r in RedisFeedbackLog(redis_server.endpoint.url).read_all()}
-    assert set(accepted["event_ids"]) <= recorded
+    project = open_store(home).project
+    log = RedisFeedbackLog(redis_server.endpoint.url, project)
+    assert set(accepted["event_ids"]) <= {r.event_id for r in log.read_all()}
+    assert accepted["applied"] and accepted["unmatched"] == 0
 
 
 def test_redis_down_degrades_then_recovers(

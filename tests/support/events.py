@@ -45,6 +45,7 @@ def random_events(days: int = 40, n_imp: int = 6000, seed: int = 0, dim: int = 8
             "click": click,
             "long_click": click & (dwell > 30),
             "click_dwell_s": pa.array(dwell, mask=~click),
+            "hide": rng.random(n_imp) < 0.02,
         },
         schema=IMPRESSION_SCHEMA,
     )

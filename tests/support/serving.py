@@ -21,20 +21,26 @@ from serving.deploy import deploy
 from tests.support.redis import free_port
 
 
-def zero_cpu_deployments(max_ongoing_requests: int = 16) -> tuple[DeploymentSettings, ...]:
+def zero_cpu_deployments(
+    max_ongoing_requests: int = 16, replicas: dict[str, int] | None = None
+) -> tuple[DeploymentSettings, ...]:
     zero = ActorOptions(num_cpus=0)
     return tuple(
         DeploymentSettings(
-            name=name, ray_actor_options=zero, max_ongoing_requests=max_ongoing_requests
+            name=name,
+            ray_actor_options=zero,
+            max_ongoing_requests=max_ongoing_requests,
+            num_replicas=(replicas or {}).get(name, 1),
         )
         for name in DEPLOYMENT_NAMES
     )
 
 
-def start_app(config: ServingConfig) -> str:
-    """Deploy the app with `config` on a free port (Ray must be up); its base URL, healthy."""
+def start_app(config: ServingConfig, replicas: dict[str, int] | None = None) -> str:
+    """Deploy the app with `config` on a free port (Ray must be up); its base URL, healthy.
+    `replicas`: deployment name -> replicas (default one each)."""
     url = deploy(
-        ServeFile(args=config, deployments=zero_cpu_deployments()),
+        ServeFile(args=config, deployments=zero_cpu_deployments(replicas=replicas)),
         host="127.0.0.1",
         port=free_port(),
     )
@@ -54,3 +60,11 @@ def call(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[in
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def flush_served() -> None:
+    """Wait until the (single) Recommender replica's answers are in the served log."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Recommender", app_name="pinfeed")
+    assert handle.flush_served.remote().result(timeout_s=30)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from pinfeed.attribution import reward_increments
+from pinfeed.attribution import Credited, reward_increments
 from pinfeed.errors import SchemaError
 
 T = datetime(2030, 1, 1, tzinfo=UTC)
@@ -35,6 +35,10 @@ def counts(result) -> dict[int, tuple[int, int]]:
     return {int(r.cluster_id): (int(r.impressions), int(r.engagements)) for r in frame.itertuples()}
 
 
+def hides(result) -> dict[int, int]:
+    return {int(r.cluster_id): int(r.hides) for r in result.increments.itertuples()}
+
+
 def test_impressions_and_engagements_go_to_the_serving_cluster() -> None:
     minute = timedelta(minutes=1)
     result = reward_increments(
@@ -49,25 +53,39 @@ def test_impressions_and_engagements_go_to_the_serving_cluster() -> None:
 
 
 def test_late_engagement_and_unknown_items_are_not_credited() -> None:
+    """A late click still says the pin was shown (an impression), but earns no engagement."""
     result = reward_increments(
         served(),
         events((7, "click", 2 * WINDOW), (8, "long_click", WINDOW), (99, "click", WINDOW)),
         window=WINDOW,
     )
-    assert counts(result) == {50: (0, 1)}
+    assert counts(result) == {50: (2, 1)}
     assert result.unmatched == 1
+
+
+def test_hides_count_once_and_conversions_earn_nothing() -> None:
+    minute = timedelta(minutes=1)
+    result = reward_increments(
+        served(),
+        events((7, "hide", minute), (7, "hide", 2 * minute), (8, "checkout", minute),
+               (9, "hide", 2 * WINDOW)),
+        window=WINDOW,
+    )  # fmt: skip
+    assert hides(result) == {50: 1, 51: 0}
+    assert counts(result) == {50: (1, 0), 51: (1, 0)}  # the checkout is no reward event
+    assert result.credited.hidden == {(1, 7)}
 
 
 def test_replayed_feedback_counts_once() -> None:
     batch = events((7, "impression", WINDOW / 2), (7, "click", WINDOW / 2))
     first = reward_increments(served(), batch, window=WINDOW)
     again = reward_increments(
-        served(), pd.concat([batch, batch]), window=WINDOW,
-        already_shown=first.shown, already_engaged=first.engaged,
-    )  # fmt: skip
+        served(), pd.concat([batch, batch]), window=WINDOW, credited=first.credited
+    )
     assert counts(first) == {50: (1, 1)}
     assert again.increments.empty
-    assert first.shown == {(1, 7)} and again.engaged == {(1, 7)}
+    assert first.credited.shown == {(1, 7)} and first.credited.engaged == {(1, 7)}
+    assert again.credited == Credited()
 
 
 def test_unknown_kind_is_refused() -> None:

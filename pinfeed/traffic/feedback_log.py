@@ -8,7 +8,8 @@
   `always` in production; a server run with `--save ""` and no AOF keeps it in memory only).
 
 Both give every event an id (`FeedbackRecord.event_id`) that the 202 returns, so a client can
-check that what it was told is recorded is there (`read_all`).
+check that what it was told is recorded is there (`read_all`). Redis keys carry the Feast
+project's name (`traffic_key`), so two projects on one server never share a stream.
 """
 
 from __future__ import annotations
@@ -17,26 +18,29 @@ import json
 import os
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import redis
 
 from pinfeed.errors import ConfigError
+from pinfeed.traffic.records import FeedbackRecord
 
-STREAM = "pinfeed:feedback"
+REDIS_TIMEOUT_S = 2.0
 
 
-@dataclass(frozen=True)
-class FeedbackRecord:
-    """One recorded event; `event_ts` ISO-8601 UTC."""
+def traffic_key(project: str, name: str) -> str:
+    """The Redis key of one traffic structure of `project` (`pinfeed:<name>:<project>`)."""
+    return f"pinfeed:{name}:{project}"
 
-    event_id: str
-    request_id: int
-    pin_id: int
-    kind: str
-    event_ts: str
-    user_id: int | None
+
+def redis_client(url: str) -> redis.Redis:
+    """A client that gives up after `REDIS_TIMEOUT_S` instead of hanging on a dead server."""
+    if not url.startswith(("redis://", "rediss://")):
+        raise ConfigError(f"redis_url: {url!r} is not a redis:// URL")
+    return redis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
 
 
 class FeedbackLog(ABC):
@@ -82,9 +86,9 @@ class LocalFeedbackLog(FeedbackLog):
 
 
 class RedisFeedbackLog(FeedbackLog):
-    def __init__(self, url: str, stream: str = STREAM) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        self.stream = stream
+    def __init__(self, url: str, project: str) -> None:
+        self.client = redis_client(url)
+        self.stream = traffic_key(project, "feedback")
 
     def append(self, records: list[FeedbackRecord]) -> list[FeedbackRecord]:
         pipe = self.client.pipeline(transaction=True)
@@ -105,8 +109,7 @@ def _with_id(record: FeedbackRecord, event_id: str) -> FeedbackRecord:
     return FeedbackRecord(**{**asdict(record), "event_id": event_id})
 
 
-def open_feedback_log(local_path: Path, redis_url: str | None) -> FeedbackLog:
-    """The Redis stream when `redis_url` is set, else the local log at `local_path`."""
-    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://")):
-        raise ConfigError(f"redis_url: {redis_url!r} is not a redis:// URL")
-    return RedisFeedbackLog(redis_url) if redis_url else LocalFeedbackLog(local_path)
+def open_feedback_log(local_path: Path, redis_url: str | None, project: str) -> FeedbackLog:
+    """The Redis stream of `project` when `redis_url` is set, else the local log at
+    `local_path`."""
+    return RedisFeedbackLog(redis_url, project) if redis_url else LocalFeedbackLog(local_path)

@@ -1,0 +1,162 @@
+"""The served log: every pin of every `/recommend` answer (`ServedItem`), durable, and looked up
+by (request_id, pin_id) when feedback about it arrives.
+
+It is both the served-impression log the ingestion job reads (`pinfeed.traffic.ingest`) and the
+attribution store feedback is credited through, so attribution survives a restart and is the
+same on every FeedbackSink replica:
+
+- `LocalServedLog` (default): one SQLite database in the serving state folder (WAL journal,
+  `synchronous=FULL`: a committed batch survives the process and, as far as the disk honours
+  fsync, the machine). Its row order is append order; (request_id, pin_id) is unique, so a
+  replayed request id keeps the first answer.
+- `RedisServedLog` (when Redis is configured): each batch is one `XADD` per request to the
+  project's served stream (what ingestion reads) plus one hash per request (pin -> item) that
+  attribution reads, expiring `ttl_s` after it was written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import redis
+
+from pinfeed.attribution import ItemKey
+from pinfeed.traffic.feedback_log import redis_client, traffic_key
+from pinfeed.traffic.records import ServedItem
+
+SERVED_DB = "traffic.sqlite"
+TRAFFIC_STORE_ERRORS = (sqlite3.Error, redis.RedisError, OSError)
+"""What a traffic store raises when it is down, hung or full."""
+
+
+def _item(data: dict) -> ServedItem:
+    return ServedItem(**{**data, "probabilities": tuple(data["probabilities"])})
+
+
+def _json(item: ServedItem) -> str:
+    return json.dumps(asdict(item), separators=(",", ":"))
+
+
+class ServedLog(ABC):
+    """Append-only, durable on return, with lookups by item."""
+
+    @abstractmethod
+    def append(self, items: list[ServedItem]) -> None:
+        """Record `items` durably (an item already recorded is kept as it was)."""
+
+    @abstractmethod
+    def lookup(self, keys: list[ItemKey]) -> dict[ItemKey, ServedItem]:
+        """The recorded items among `keys` (unknown keys are left out)."""
+
+    @abstractmethod
+    def read_all(self) -> list[ServedItem]:
+        """Every recorded item, in append order."""
+
+
+@contextmanager
+def sqlite_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to the local traffic database, committed on success. WAL lets the
+    Recommender replicas append while FeedbackSink replicas read; `timeout` waits out a
+    concurrent writer instead of failing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path, timeout=30.0)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        with connection:
+            yield connection
+
+
+class LocalServedLog(ServedLog):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with sqlite_connection(path) as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS served (request_id INTEGER NOT NULL, "
+                "pin_id INTEGER NOT NULL, item TEXT NOT NULL, UNIQUE (request_id, pin_id))"
+            )
+
+    def append(self, items: list[ServedItem]) -> None:
+        with sqlite_connection(self.path) as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO served (request_id, pin_id, item) VALUES (?, ?, ?)",
+                [(i.request_id, i.pin_id, _json(i)) for i in items],
+            )
+
+    def lookup(self, keys: list[ItemKey]) -> dict[ItemKey, ServedItem]:
+        found: dict[ItemKey, ServedItem] = {}
+        with sqlite_connection(self.path) as db:
+            for request_id, pin_id in set(keys):
+                row = db.execute(
+                    "SELECT item FROM served WHERE request_id = ? AND pin_id = ?",
+                    (int(request_id), int(pin_id)),
+                ).fetchone()
+                if row is not None:
+                    found[(int(request_id), int(pin_id))] = _item(json.loads(row[0]))
+        return found
+
+    def read_all(self) -> list[ServedItem]:
+        if not self.path.is_file():
+            return []
+        with sqlite_connection(self.path) as db:
+            rows = db.execute("SELECT item FROM served ORDER BY rowid").fetchall()
+        return [_item(json.loads(row[0])) for row in rows]
+
+
+class RedisServedLog(ServedLog):
+    def __init__(self, url: str, project: str, ttl_s: float) -> None:
+        self.client = redis_client(url)
+        self.project = project
+        self.stream = traffic_key(project, "served")
+        self.ttl_s = max(int(ttl_s), 1)
+
+    def _item_key(self, request_id: int) -> str:
+        return f"{traffic_key(self.project, 'served-items')}:{request_id}"
+
+    def append(self, items: list[ServedItem]) -> None:
+        by_request: dict[int, list[ServedItem]] = defaultdict(list)
+        for item in items:
+            by_request[item.request_id].append(item)
+        pipe = self.client.pipeline(transaction=True)
+        for request_id, group in by_request.items():
+            pipe.xadd(self.stream, {"items": json.dumps([asdict(i) for i in group])})
+            key = self._item_key(request_id)
+            for item in group:
+                pipe.hsetnx(key, str(item.pin_id), _json(item))
+            pipe.expire(key, self.ttl_s)
+        pipe.execute()
+
+    def lookup(self, keys: list[ItemKey]) -> dict[ItemKey, ServedItem]:
+        unique = sorted(set(keys))
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, pin_id in unique:
+            pipe.hget(self._item_key(request_id), str(pin_id))
+        found = {}
+        for key, raw in zip(unique, pipe.execute(), strict=True):
+            if raw is not None:
+                found[(int(key[0]), int(key[1]))] = _item(json.loads(raw))
+        return found
+
+    def read_all(self) -> list[ServedItem]:
+        seen: set[ItemKey] = set()
+        out = []
+        for _, fields in self.client.xrange(self.stream):
+            for data in json.loads(fields[b"items"]):
+                item = _item(data)
+                if (item.request_id, item.pin_id) not in seen:  # first answer wins, as locally
+                    seen.add((item.request_id, item.pin_id))
+                    out.append(item)
+        return out
+
+
+def open_served_log(state: Path, redis_url: str | None, project: str, ttl_s: float) -> ServedLog:
+    """The project's Redis served log when `redis_url` is set, else the local one in `state`."""
+    if redis_url:
+        return RedisServedLog(redis_url, project, ttl_s)
+    return LocalServedLog(state / SERVED_DB)
