@@ -3,7 +3,7 @@ request's online read already sees the new reward (design §4, the seed's "realt
 
 One update, for the users a feedback batch touches:
 1. `pinfeed.attribution.reward_increments` turns served items + feedback into per-cluster
-   (impressions, engagements) increments;
+   (impressions, engagements, hides) increments;
 2. read the user's current clusters (`user_clusters`) and every one of their `cluster_reward`
    rows from the online store;
 3. add the increments and recompute the smoothed reward exactly as the offline job does
@@ -14,9 +14,12 @@ One update, for the users a feedback batch touches:
 Agreement with the offline job (`feature_repo.rewards_job`): the offline rows at `as_of` count
 events in [since, as_of). The writer ignores events before `counted_until` (set it to that
 as_of: those are already in the truth), so offline(as_of=T1) + realtime(events in [T1, T2))
-equals offline(since, as_of=T2) on the same events, and the next offline run overwrites with
-the recomputed truth (its rows are stamped later than every push it covers). Realtime never
-expires old impressions out of the window; the next offline run does.
+equals offline(since, as_of=T2) on the same events (tested through served traffic in
+tests/integration/test_served_loop.py). Realtime never expires old impressions out of the
+window; the offline run does. Which row the online store keeps afterwards: SQLite keeps the
+last write (the offline materialisation overwrites pushes); Redis keeps the newest stamp, and
+pushes are stamped with the server's clock, so a push made after the offline job's `as_of`
+stays until the next push (both hold the same counts when the logs were ingested first).
 
 Hides: a hidden item adds `hide_weight` (FeatureConfig) to its cluster's impressions and
 nothing to its engagements, exactly as the offline job counts a hide flag, so negative feedback

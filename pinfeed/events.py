@@ -20,6 +20,8 @@ from pinfeed.errors import DataNotFoundError, SchemaError
 from pinfeed.schema import SCHEMAS
 
 PARTITIONED = ("impressions", "conversions")
+ADDED_LATER = {"impressions": ("hide",)}
+"""Nullable columns that older event sets lack; read as null there."""
 CANONICAL_ORDER = {
     "impressions": [
         ("event_ts", "ascending"),
@@ -64,10 +66,13 @@ class EventSet:
 
 def conform(table: pa.Table, name: str) -> pa.Table:
     """Select and cast `table`'s columns to the contract of `name`; raise naming what differs.
-    A missing nullable column reads as all null (a source, or an event set written before the
-    column existed, that does not log it)."""
+    A column added to the contract later (`ADDED_LATER`) reads as all null where missing (an
+    event set written before it, a source that does not log it)."""
     schema = SCHEMAS[name]
-    missing = [f.name for f in schema if f.name not in table.column_names and not f.nullable]
+    optional = ADDED_LATER.get(name, ())
+    missing = [
+        f.name for f in schema if f.name not in table.column_names and f.name not in optional
+    ]
     if missing:
         raise SchemaError(f"{name}: missing column(s) {missing}; expected {schema.names}")
     columns = []
@@ -139,10 +144,12 @@ def read_event_set(path: Path) -> EventSet:
     meta = read_event_meta(path)
     tables = {}
     for name in PARTITIONED:
-        dataset = ds.dataset(path / name, format="parquet", partitioning="hive")
-        present = set(dataset.schema.names)
-        columns = [c for c in SCHEMAS[name].names if c in present]
-        table = conform(dataset.to_table(columns=columns), name)
+        # The contract's schema, not the first file's: a file written before a column was added
+        # reads it as null, and a later file's values of it are kept.
+        dataset = ds.dataset(
+            path / name, format="parquet", partitioning="hive", schema=SCHEMAS[name]
+        )
+        table = conform(dataset.to_table(), name)
         tables[name] = table.sort_by(CANONICAL_ORDER[name])
     for name in ("users", "pins"):
         tables[name] = conform(pq.read_table(path / f"{name}.parquet"), name)

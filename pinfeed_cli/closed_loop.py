@@ -46,6 +46,7 @@ from feature_repo.pipeline.clusters import users_with_clusters
 from feature_repo.store import open_store
 from pinfeed.artifacts.layout import new_run_id
 from pinfeed.config import FrozenModel
+from pinfeed.errors import PinfeedError
 from pinfeed.synthetic import GeneratorConfig
 from pinfeed.traffic.feedback_log import open_feedback_log
 from pinfeed.traffic.served import open_served_log
@@ -53,18 +54,24 @@ from pinfeed_cli import steps
 from pinfeed_cli.pipeline import run_pipeline
 from serving.app import CONFIG_FILE
 from serving.client import post_json
-from serving.config import ADMIN_TOKEN_ENV, ActorOptions, ServeFile, load_serve_file
+from serving.config import (
+    ADMIN_TOKEN_ENV,
+    ActorOptions,
+    ServeFile,
+    ServingConfig,
+    load_serve_file,
+)
 from serving.deploy import deploy
 from serving.stages.feedback import FEEDBACK_LOG
 
 SKEW_COUNTS = ("rows", "matched", "mismatched", "online_only", "offline_only")
-FEATURE_LOG_FLUSH_S = 2.0
-"""serving/config.yaml's default `feature_log_flush_s`."""
+FEATURE_LOG_FLUSH_S = ServingConfig.model_fields["feature_log_flush_s"].default
+"""How often the Recommender replicas write logged feature vectors (ServingConfig's default)."""
 PHASES = ("before retraining", "after retraining on served traffic")
 
 
 class ClosedLoopConfig(FrozenModel):
-    """How big one seed's loop is (the defaults take about five minutes on 2 cores)."""
+    """How big one seed's loop is (the defaults take about eight minutes on 2 cores)."""
 
     preset: str = Field("small", description="generator preset of each seed's world")
     world: dict[str, Any] = Field(default_factory=dict, description="generator overrides")
@@ -182,9 +189,12 @@ def _wait_recorded(home: Any, served: int, timeout_s: float = 60.0) -> None:
     replicas write it from a queue)."""
     log = open_served_log(home.data / "serving", None, open_store(home).project, 1.0)
     deadline = time.monotonic() + timeout_s
-    while len(log.read_all()) < served:
+    while (recorded := len(log.read_all())) < served:
         if time.monotonic() > deadline:
-            break
+            raise PinfeedError(
+                f"the served log holds {recorded:,} of {served:,} served items after "
+                f"{timeout_s:g} s (dropped under overload? see the Recommender's status)"
+            )
         time.sleep(0.2)
 
 
@@ -216,6 +226,7 @@ def run_seed(root: Path, seed: int, config: ClosedLoopConfig, console: Console) 
     clients = SimClients.of_event_set(home.events)
     users = users_with_clusters(home.features)
     token = secrets.token_hex(16)
+    user_token = os.environ.get(ADMIN_TOKEN_ENV)
     os.environ[ADMIN_TOKEN_ENV] = token
     base_url = _deploy(home, run_a)
     traffic = _Traffic()
@@ -239,7 +250,10 @@ def run_seed(root: Path, seed: int, config: ClosedLoopConfig, console: Console) 
         skew_after = _skew(home, began, datetime.now(UTC))
     finally:
         serve.shutdown()
-        os.environ.pop(ADMIN_TOKEN_ENV, None)
+        if user_token is None:
+            os.environ.pop(ADMIN_TOKEN_ENV, None)
+        else:
+            os.environ[ADMIN_TOKEN_ENV] = user_token
     final = steps.ingest_served(home, window_s=config.window_s)
     project = open_store(home).project
     logged = open_feedback_log(home.data / "serving" / FEEDBACK_LOG, None, project).read_all()

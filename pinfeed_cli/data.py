@@ -92,11 +92,17 @@ def ingest_served(
     window_s: Annotated[
         float, typer.Option(help="Engagements later than this after serving set no flag.")
     ] = 86_400.0,
+    replace: Annotated[
+        bool,
+        typer.Option(help="Rebuild from these logs alone even if they lack dates ingested before."),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Served answers and feedback into the event set (idempotent: rebuilds the served
     partitions). Reads Redis when REDIS_URL is set, else the local logs."""
-    report = steps.ingest_served(project_home(home), state_dir=state_dir, window_s=window_s)
+    report = steps.ingest_served(
+        project_home(home), state_dir=state_dir, window_s=window_s, replace=replace
+    )
     console.print(
         counts_table(
             "served traffic ingested",

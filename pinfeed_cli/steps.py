@@ -175,22 +175,27 @@ def ingest_served(
     state_dir: Path | None = None,
     redis_url: str | None = None,
     window_s: float = 86_400.0,
+    replace: bool = False,
 ) -> Any:
     """The served log and the feedback log of the serving state at `state_dir` (default
-    data/serving), or of Redis, into the event set (`pinfeed.traffic.ingest`)."""
+    data/serving), or of Redis, into the event set (`pinfeed.traffic.ingest`). Feedback is
+    read first, so an item served while both are read cannot leave its feedback unmatched."""
     import os
 
     from feature_repo.store import REDIS_URL_ENV, open_store
     from pinfeed.traffic.feedback_log import open_feedback_log
     from pinfeed.traffic.ingest import ingest_served as ingest
     from pinfeed.traffic.served import open_served_log
+    from serving.stages.feedback import FEEDBACK_LOG
 
     redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
     state = state_dir or home.data / "serving"
     project = open_store(home, redis_url=redis_url).project
+    feedback = open_feedback_log(state / FEEDBACK_LOG, redis_url, project).read_all()
     served = open_served_log(state, redis_url, project, ttl_s=2 * window_s).read_all()
-    feedback = open_feedback_log(state / "feedback.log", redis_url, project).read_all()
-    return ingest(home.events, served, feedback, window=timedelta(seconds=window_s))
+    return ingest(
+        home.events, served, feedback, window=timedelta(seconds=window_s), replace=replace
+    )
 
 
 def rewards(

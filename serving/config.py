@@ -80,7 +80,7 @@ class ServingConfig(FrozenModel):
         2.0, gt=0, le=600, description="how often logged feature vectors are written"
     )
     unmatched_wait_s: float = Field(
-        0.5,
+        2.0,
         ge=0,
         le=10,
         description="how long feedback naming an item not yet in the served log waits for it "

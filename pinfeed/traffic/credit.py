@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ from pinfeed.traffic.feedback_log import redis_client, traffic_key
 from pinfeed.traffic.served import SERVED_DB, sqlite_connection
 
 LOCK_TIMEOUT_S = 10.0
+"""How long a writer waits for the lock before giving up (the events stay in the log)."""
+LOCK_LEASE_S = 120.0
+"""How long a Redis lock outlives a holder that died without releasing it; far above one
+update (a 1000-event batch is a few Redis round trips of at most 2 s each)."""
 
 
 class CreditLockTimeout(PinfeedError):
@@ -77,8 +82,20 @@ class LocalCreditLedger(CreditLedger):
 
     @contextmanager
     def lock(self) -> Iterator[None]:
+        """An exclusive `flock` on the state folder's lock file (one host: the local backend
+        is for one machine), waiting at most LOCK_TIMEOUT_S."""
         with open(self.lock_path, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CreditLockTimeout(
+                            f"reward lock {self.lock_path} not acquired in {LOCK_TIMEOUT_S:g} s"
+                        ) from None
+                    time.sleep(0.01)
             try:
                 yield
             finally:
@@ -117,7 +134,7 @@ class RedisCreditLedger(CreditLedger):
     def lock(self) -> Iterator[None]:
         lock = self.client.lock(
             traffic_key(self.project, "reward-lock"),
-            timeout=LOCK_TIMEOUT_S,
+            timeout=LOCK_LEASE_S,
             blocking_timeout=LOCK_TIMEOUT_S,
         )
         if not lock.acquire():

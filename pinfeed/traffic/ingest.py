@@ -39,7 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pinfeed.events import EventSetMeta, conform, read_event_meta
+from pinfeed.errors import ConfigError
+from pinfeed.events import PARTITIONED, EventSetMeta, conform, read_event_meta
 from pinfeed.schema import CONVERSION_KINDS, ENGAGEMENTS
 from pinfeed.traffic.records import HIDE, REWARD_KINDS, FeedbackRecord, ServedItem
 from pinfeed.validate import validate_table
@@ -91,7 +92,7 @@ def _served_frame(items: list[ServedItem]) -> pd.DataFrame:
         {
             "request_id": np.array([i.request_id for i in items], np.int64),
             "pin_id": np.array([i.pin_id for i in items], np.int64),
-            "user_id": np.array([i.user_id for i in items], np.int64),
+            "user_id": pd.array([i.user_id for i in items], dtype="Int64"),
             "served_ts": pd.to_datetime([i.served_at for i in items], utc=True, format="ISO8601"),
             "position": np.array([i.position for i in items], np.int32),
             "cluster_id": pd.array([i.cluster_id for i in items], dtype="Int64"),
@@ -114,11 +115,11 @@ def _event_frame(records: list[FeedbackRecord]) -> pd.DataFrame:
 
 
 def _impression_rows(
-    served: pd.DataFrame, events: pd.DataFrame, window: timedelta, threshold_s: float
+    served: pd.DataFrame, events: pd.DataFrame, dwell: pd.Series, threshold_s: float
 ) -> tuple[pd.DataFrame, int]:
     """One row per shown served item (IMPRESSION_SCHEMA columns) and the number of clicks
     without a reported dwell. `events` are the matched, first-of-their-kind reward events,
-    with `in_window`."""
+    with `in_window`; `dwell` the largest timely click dwell per item."""
     shown = served.merge(events[["request_id", "pin_id"]].drop_duplicates(), how="inner")
     timely = events[events["in_window"]]
     flags = {}
@@ -126,9 +127,9 @@ def _impression_rows(
         hit = timely.loc[timely["kind"] == kind, ["request_id", "pin_id"]].assign(**{kind: True})
         shown = shown.merge(hit, how="left")
         flags[kind] = shown[kind].notna().to_numpy()
-    clicks = timely[timely["kind"].isin(("click", "long_click"))]
-    dwell = clicks.groupby(["request_id", "pin_id"])["dwell_s"].max().rename("dwell_max")
-    shown = shown.merge(dwell, left_on=["request_id", "pin_id"], right_index=True, how="left")
+    shown = shown.merge(
+        dwell.rename("dwell_max"), left_on=["request_id", "pin_id"], right_index=True, how="left"
+    )
     click = flags["click"] | flags["long_click"]
     reported = shown["dwell_max"].to_numpy(np.float64, na_value=np.nan)
     no_dwell = click & np.isnan(reported)
@@ -157,29 +158,35 @@ def _impression_rows(
 
 def _classify(
     events: pd.DataFrame, served: pd.DataFrame, window: timedelta
-) -> tuple[pd.DataFrame, Counter[str]]:
-    """The events that can enter rows (matched, not duplicated, reward or conversion kinds),
-    with `in_window`, and the rejected ones counted by reason."""
+) -> tuple[pd.DataFrame, pd.Series, Counter[str]]:
+    """The events that can enter rows (matched, first of their item and kind), with
+    `in_window` and `counted`; the largest timely click dwell per item (over every click and
+    long_click event, duplicates included: a client may post the click, then its dwell); and
+    the rejected events counted by reason."""
     rejected: Counter[str] = Counter()
-    joined = events.merge(served[["request_id", "pin_id", "user_id", "served_ts"]], how="left")
-    matched = joined["user_id"].notna()
+    joined = events.merge(
+        served[["request_id", "pin_id", "user_id", "served_ts"]], how="left", indicator=True
+    )
+    matched = joined["_merge"] == "both"
     rejected["no served item"] += int((~matched).sum())
-    joined = joined[matched]
-    duplicate = joined.duplicated(["request_id", "pin_id", "kind"])
-    rejected["duplicate (same item and kind)"] += int(duplicate.sum())
-    joined = joined[~duplicate].copy()
+    joined = joined[matched].drop(columns="_merge")
     late = joined["event_ts"] - joined["served_ts"] > pd.Timedelta(window)
+    clicks = joined[joined["kind"].isin(("click", "long_click")) & ~late]
+    dwell = clicks.groupby(["request_id", "pin_id"])["dwell_s"].max()
+    duplicate = joined.duplicated(["request_id", "pin_id", "kind"])
+    rejected["duplicate of an earlier event of the same item and kind"] += int(duplicate.sum())
+    joined, late = joined[~duplicate].copy(), late[~duplicate]
     late_engagement = late & ~joined["kind"].isin(("impression", *CONVERSION_KINDS))
     rejected[f"later than the {window} window (the item still counts as shown)"] += int(
         late_engagement.sum()
     )
     joined["in_window"] = ~late
     joined["counted"] = ~late_engagement
-    return joined, rejected
+    return joined, dwell, rejected
 
 
 def _conversion_rows(events: pd.DataFrame) -> pd.DataFrame:
-    hits = events[events["kind"].isin(CONVERSION_KINDS)]
+    hits = events[events["kind"].isin(CONVERSION_KINDS)]  # user_id: nullable Int64, all set
     return pd.DataFrame(
         {
             "event_ts": hits["event_ts"],
@@ -224,44 +231,89 @@ def _write_partitions(events_dir: Path, name: str, table: pa.Table) -> list[str]
     return written
 
 
+def _dates(table: pa.Table) -> set[str]:
+    return set(pc.strftime(table.column("event_ts"), format="%Y-%m-%d").to_pylist())
+
+
+def _existing_dates(events_dir: Path) -> set[str]:
+    """Dates that hold served partitions from an earlier ingestion."""
+    return {
+        path.parent.name.removeprefix("date=")
+        for name in PARTITIONED
+        for path in (events_dir / name).glob(f"date=*/{SERVED_FILE}")
+    }
+
+
+def _ingested(events: pd.DataFrame, impressions: pa.Table, conversions: pa.Table) -> np.ndarray:
+    """[E] bool: the event is on a written row (a counted reward event whose item's impression
+    row was written, or a conversion that was written)."""
+    written = set(
+        zip(impressions["request_id"].to_pylist(), impressions["pin_id"].to_pylist(), strict=True)
+    )
+    keys = zip(events["request_id"], events["pin_id"], strict=True)
+    on_row = np.array([key in written for key in keys], bool)
+    reward = events["kind"].isin(REWARD_KINDS).to_numpy() & events["counted"].to_numpy(bool)
+    converted = set(
+        zip(
+            conversions["request_id"].to_pylist(),
+            conversions["pin_id"].to_pylist(),
+            conversions["kind"].to_pylist(),
+            strict=True,
+        )
+    )
+    triples = zip(events["request_id"], events["pin_id"], events["kind"], strict=True)
+    return (reward & on_row) | np.array([t in converted for t in triples], bool)
+
+
 def ingest_served(
     events_dir: Path,
     served_items: list[ServedItem],
     feedback: list[FeedbackRecord],
     *,
     window: timedelta,
+    replace: bool = False,
 ) -> IngestReport:
-    """Rebuild the served partitions of the event set at `events_dir` from the two logs."""
+    """Rebuild the served partitions of the event set at `events_dir` from the two logs.
+
+    Refuses (ConfigError) when the logs hold no traffic for a date an earlier ingestion wrote
+    (the wrong state folder or Redis, or a trimmed log), unless `replace`.
+    """
     meta = read_event_meta(events_dir)
     users = pc.unique(pq.read_table(events_dir / "users.parquet", columns=["user_id"])["user_id"])
     pins = pc.unique(pq.read_table(events_dir / "pins.parquet", columns=["pin_id"])["pin_id"])
     served = _served_frame(served_items)
-    events, rejected = _classify(_event_frame(feedback), served, window)
+    events, dwell, rejected = _classify(_event_frame(feedback), served, window)
     reward_events = events[events["kind"].isin(REWARD_KINDS)]
-    rows, no_dwell = _impression_rows(served, reward_events, window, meta.long_click_threshold_s)
+    rows, no_dwell = _impression_rows(served, reward_events, dwell, meta.long_click_threshold_s)
     impressions, bad_rows = _valid("impressions", rows, meta, users, pins)
     conversions, bad_conversions = _valid(
         "conversions", _conversion_rows(events), meta, users, pins
     )
-    dropped = set(zip(rows["request_id"], rows["pin_id"], strict=True)) - set(
-        zip(impressions["request_id"].to_pylist(), impressions["pin_id"].to_pylist(), strict=True)
+    lost = _existing_dates(events_dir) - _dates(impressions) - _dates(conversions)
+    if lost and not replace:
+        raise ConfigError(
+            f"ingesting these logs would remove the served traffic of {sorted(lost)} ingested "
+            "before: they hold none for those dates (the wrong state folder or REDIS_URL, or a "
+            "trimmed log?); pass --replace to rebuild from these logs alone"
+        )
+    ingested = _ingested(events, impressions, conversions)
+    row_rejected = events["kind"].isin(REWARD_KINDS).to_numpy() & events["counted"].to_numpy(bool)
+    rejected["its impression row was rejected by validation"] += int(
+        (row_rejected & ~ingested).sum()
     )
-    keys = zip(events["request_id"], events["pin_id"], strict=True)
-    reward = events["kind"].isin(REWARD_KINDS).to_numpy()
-    row_dropped = np.array([key in dropped for key in keys], bool) & reward
-    counted = events["counted"].to_numpy(bool)
-    rejected["its impression row was rejected by validation"] += int((row_dropped & counted).sum())
     rejected.update({f"conversion row: {reason}": n for reason, n in bad_conversions.items()})
-    ingested_events = int((counted & ~row_dropped).sum()) - sum(bad_conversions.values())
+    rejected_items = dict(bad_rows)
+    if len(served_items) > len(served):
+        rejected_items["replayed request id (first answer kept)"] = len(served_items) - len(served)
     partitions = _write_partitions(events_dir, "impressions", impressions)
     partitions += _write_partitions(events_dir, "conversions", conversions)
     report = IngestReport(
-        served_items=len(served),
+        served_items=len(served_items),
         ingested_impressions=impressions.num_rows,
         not_shown=len(served) - len(rows),
-        rejected_impressions=dict(bad_rows),
+        rejected_impressions=rejected_items,
         feedback_events=len(feedback),
-        ingested_events=ingested_events,
+        ingested_events=int(ingested.sum()),
         rejected_events={k: v for k, v in rejected.items() if v},
         ingested_conversions=conversions.num_rows,
         clicks_without_dwell=no_dwell,

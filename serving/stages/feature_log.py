@@ -25,8 +25,8 @@ import numpy as np
 from feast import FeatureStore
 
 from feature_repo.feature_logging import FeatureLogBuffer, ServedRows, log_spec
-from pinfeed.errors import PinfeedError
-from serving.stages.features import CLUSTER_IDS, IMPORTANCE, MEDOIDS, REWARD
+from serving.stages.features import CLUSTER_IDS, IMPORTANCE, MEDOIDS, REWARD, UserView
+from serving.stages.pin_cache import PinFeatureCache
 from serving.stages.pipeline import Prepared, Recommendation
 
 logger = logging.getLogger(__name__)
@@ -34,12 +34,15 @@ CONTENT = "pin_content__content_embedding"
 TOPIC = "pin_content__topic"
 QUERY_CONTENT = "query_pin_content__content_embedding"
 QUERY_TOPIC = "query_pin_content__topic"
-Logged = tuple[Prepared, Recommendation, datetime]
+Logged = tuple[UserView, PinFeatureCache, Recommendation, datetime]
+"""What one request's log rows are built from (not the Prepared request: its ranker inputs
+are hundreds of rows the log never reads)."""
 
 
-def candidate_features(prepared: Prepared, result: Recommendation) -> dict[str, Any]:
+def candidate_features(
+    user: UserView, cache: PinFeatureCache, result: Recommendation
+) -> dict[str, Any]:
     """Full feature name -> [K] (or K lists) for the served items, as this request saw them."""
-    cache = prepared.cache
     rows, found = cache.rows(result.pin_ids)
     features: dict[str, Any] = {
         name: np.where(found, values[rows], np.nan) for name, values in cache.scalars.items()
@@ -57,22 +60,24 @@ def candidate_features(prepared: Prepared, result: Recommendation) -> dict[str, 
     features[QUERY_TOPIC] = [
         int(cache.topic[r]) if f else None for r, f in zip(query_rows, query_found, strict=True)
     ]
-    features[REWARD] = _cluster_rewards(prepared, result.cluster_ids)
+    features[REWARD] = _cluster_rewards(user, result.cluster_ids)
     return features
 
 
-def _cluster_rewards(prepared: Prepared, cluster_ids: np.ndarray) -> np.ndarray:
-    user = prepared.user
+def _cluster_rewards(user: UserView, cluster_ids: np.ndarray) -> np.ndarray:
     if user.clusters is None or user.rewards is None:
         return np.full(len(cluster_ids), np.nan)
     by_cluster = dict(zip(user.clusters.cluster_ids.tolist(), user.rewards.tolist(), strict=True))
     return np.array([by_cluster.get(int(c), np.nan) for c in cluster_ids], np.float64)
 
 
-def served_rows(prepared: Prepared, result: Recommendation, logged_at: datetime) -> ServedRows:
+def logged_rows(
+    user: UserView, cache: PinFeatureCache, result: Recommendation, logged_at: datetime
+) -> ServedRows:
+    """One request's rows for Feast's feature log (`ServedRows`: what serving used)."""
     user_values = {
         name: (list(value) if name in (CLUSTER_IDS, MEDOIDS, IMPORTANCE) and value else value)
-        for name, value in prepared.user.values.items()
+        for name, value in user.values.items()
     }
     return ServedRows.for_request(
         result.request_id,
@@ -82,7 +87,7 @@ def served_rows(prepared: Prepared, result: Recommendation, logged_at: datetime)
         query_pin_ids=result.query_pin_ids,
         cluster_ids=result.cluster_ids,
         per_request=user_values,
-        per_candidate=candidate_features(prepared, result),
+        per_candidate=candidate_features(user, cache, result),
     )
 
 
@@ -103,7 +108,7 @@ class FeatureLogger:
         if not self.buffer.wants(result.request_id):
             return
         try:
-            self._queue.put_nowait((prepared, result, datetime.now(UTC)))
+            self._queue.put_nowait((prepared.user, prepared.cache, result, datetime.now(UTC)))
         except queue.Full:
             self.dropped += 1
 
@@ -111,12 +116,13 @@ class FeatureLogger:
         written = time.monotonic()
         while True:
             try:
-                prepared, result, moment = self._queue.get(timeout=self.flush_s)
-                self.buffer.add(served_rows(prepared, result, moment))
+                user, cache, result, moment = self._queue.get(timeout=self.flush_s)
+                self.buffer.add(logged_rows(user, cache, result, moment))
             except queue.Empty:
                 pass
-            except PinfeedError as error:
-                logger.warning("feature vectors of a request not logged: %s", error)
+            except Exception:  # never let one bad request stop the log
+                self.dropped += 1
+                logger.exception("feature vectors of a request not logged")
             if self.buffer.pending_rows and time.monotonic() - written >= self.flush_s:
                 self._write()
                 written = time.monotonic()
@@ -124,5 +130,5 @@ class FeatureLogger:
     def _write(self) -> None:
         try:
             self.logged += self.buffer.flush()
-        except (PinfeedError, OSError) as error:
-            logger.warning("feature log write failed: %s", error)
+        except Exception:  # the rows of this flush are lost; the next ones are tried again
+            logger.exception("feature log write failed")

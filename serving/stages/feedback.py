@@ -9,7 +9,8 @@ and `applied` is false.
 
 Attribution lives in the served log and credit in the shared ledger (`pinfeed.traffic.credit`),
 not in this process, so feedback after a restart, or on another FeedbackSink replica, is
-credited exactly once. An event naming no served item is recorded (it is still an acknowledged
+credited exactly once; events stamped (`event_ts`) before this process started are left to the
+offline job, and the answer says `applied: false`. An event naming no served item is recorded (it is still an acknowledged
 event) but credits nothing; the answer says how many (`unmatched`). The served record of an
 answer may still be in its Recommender's write queue when a fast client sends feedback, so an
 unmatched item is looked up again for up to `unmatched_wait_s` first.
@@ -18,6 +19,7 @@ unmatched item is looked up again for up to `unmatched_wait_s` first.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -84,6 +86,7 @@ class FeedbackRecorder:
         )
         self.wait_s = config.unmatched_wait_s
         self.unmatched = 0
+        self._count = threading.Lock()  # Serve runs `record` on a thread pool
         self.writer = RealtimeRewardWriter(
             store,
             counted_until=datetime.now(UTC),
@@ -104,7 +107,8 @@ class FeedbackRecorder:
             logger.warning("feedback recorded but not attributed: %s", error)
             return FeedbackOutcome([r.event_id for r in recorded], False, 0)
         unmatched = sum(key not in found for key in keys)
-        self.unmatched += unmatched
+        with self._count:
+            self.unmatched += unmatched
         matched = [r for r in recorded if (r.request_id, r.pin_id) in found]
         applied = bool(matched) and self._apply(matched, list(found.values()))
         return FeedbackOutcome([r.event_id for r in recorded], applied, unmatched)
@@ -118,12 +122,16 @@ class FeedbackRecorder:
         return found
 
     def _apply(self, records: list[FeedbackRecord], items: list[ServedItem]) -> bool:
+        """Credit the matched events; False when the store failed or when some were stamped
+        before this process started (`counted_until`: left to the offline job)."""
         events = pd.DataFrame(
             {
                 "request_id": [r.request_id for r in records],
                 "pin_id": [r.pin_id for r in records],
                 "kind": [r.kind for r in records],
-                "event_ts": pd.to_datetime([r.event_ts for r in records], utc=True),
+                "event_ts": pd.to_datetime(
+                    [r.event_ts for r in records], utc=True, format="ISO8601"
+                ),
             }
         )
         try:
@@ -131,4 +139,4 @@ class FeedbackRecorder:
         except (PinfeedError, *STORE_ERRORS) as error:
             logger.warning("feedback recorded but rewards not updated: %s", error)
             return False
-        return True
+        return bool((events["event_ts"] >= self.writer.counted_until).all())

@@ -8,10 +8,11 @@ the writes keep up with far more requests than one commit per request would.
 
 The overload rule (the only way an answer goes unrecorded): when `capacity` items are already
 waiting (the log is slower than traffic, or its store is down), `offer` drops the answer's
-items and counts them in `dropped`; the answer itself is served. A failed batch is retried
-until it lands, holding the queue, so a store outage turns into drops (counted), not into lost
-records that were accepted. Records wait at most one batch in memory: a process killed in
-between loses them, counted nowhere (see docs/serving.md).
+items and counts them in `dropped`; the answer itself is served. A batch failing on a store error is
+retried until it lands, holding the queue, so a store outage turns into drops (counted), not into
+lost records that were accepted; any other failure counts the batch as dropped. Queued records
+live in memory: a process killed while the store is slow or down loses what is queued (up to
+`capacity` items), counted nowhere (see docs/serving.md).
 """
 
 from __future__ import annotations
@@ -113,14 +114,22 @@ class ServedRecorder:
                 return
 
     def _append(self, batch: list[ServedItem]) -> None:
+        landed = False
         while True:
             try:
                 self.log.append(batch)
+                landed = True
                 break
             except TRAFFIC_STORE_ERRORS as error:  # keep the batch, retry until it lands
                 logger.warning("served log append failed, retrying: %s", error)
                 time.sleep(RETRY_S)
+            except Exception:  # a bug, not an outage: count the batch lost, keep the thread
+                logger.exception("served log append failed; %d items not recorded", len(batch))
+                break
         with self._idle:
             self._waiting -= len(batch)
-            self.recorded += len(batch)
+            if landed:
+                self.recorded += len(batch)
+            else:
+                self.dropped += len(batch)
             self._idle.notify_all()

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 
+from pinfeed.errors import ConfigError
 from pinfeed.events import read_event_set, write_event_set
 from pinfeed.traffic.ingest import ingest_served
 from pinfeed.traffic.records import FeedbackRecord, ServedItem
@@ -41,8 +43,8 @@ def test_served_traffic_becomes_valid_events_and_reconciles(tmp_path: Path) -> N
     served = [item(10, 0), item(11, 1), item(12, 2), item(13, 3), item(14, 4)]
     threshold = before.meta.long_click_threshold_s
     feedback = [
-        event(10, "impression", minute), event(10, "click", minute, dwell=threshold + 5),
-        event(10, "click", minute, dwell=1.0),  # a duplicate kind: rejected
+        event(10, "impression", minute), event(10, "click", minute, dwell=1.0),
+        event(10, "click", 2 * minute, dwell=threshold + 5),  # a duplicate, whose dwell counts
         event(11, "impression", minute), event(11, "hide", 2 * minute),
         event(12, "click", minute),  # shown (clicked) without an impression event, no dwell
         event(12, "save", 2 * WINDOW),  # late: shown, no save credit
@@ -56,7 +58,7 @@ def test_served_traffic_becomes_valid_events_and_reconciles(tmp_path: Path) -> N
     assert report.ingested_conversions == 1 and report.clicks_without_dwell == 1
     assert report.rejected_events == {
         "no served item": 1,
-        "duplicate (same item and kind)": 1,
+        "duplicate of an earlier event of the same item and kind": 1,
         f"later than the {WINDOW} window (the item still counts as shown)": 1,
     }
     after = read_event_set(events_dir)
@@ -77,3 +79,8 @@ def test_served_traffic_becomes_valid_events_and_reconciles(tmp_path: Path) -> N
     again = ingest_served(events_dir, served, feedback, window=WINDOW)
     assert again == report
     assert read_event_set(events_dir).impressions.num_rows == after.impressions.num_rows
+
+    with pytest.raises(ConfigError, match="--replace"):  # logs that lost the traffic
+        ingest_served(events_dir, [], [], window=WINDOW)
+    ingest_served(events_dir, [], [], window=WINDOW, replace=True)
+    assert read_event_set(events_dir).impressions.num_rows == before.impressions.num_rows

@@ -140,6 +140,7 @@ def test_two_sink_replicas_credit_like_one_writer_and_offline_agrees(
     users = users_with_clusters(home)[:4]
     before = counts(store, users)
     answers = [recommend(base_url, 7_000_000 + n, user) for n, user in enumerate(users)]
+    flush_served()  # the race of feedback with its answer's record is unmatched_wait_s's job
     events = [event for answer in answers for event in events_of(answer)]
     replies = post_all(base_url, events)
     assert all(r["applied"] and r["unmatched"] == 0 for r in replies)
@@ -155,7 +156,6 @@ def test_two_sink_replicas_credit_like_one_writer_and_offline_agrees(
     assert after["reward_impressions"].sum() > before["reward_impressions"].sum()
     pd.testing.assert_frame_equal(after, one_writer.loc[after.index, after.columns])
 
-    flush_served()
     logged = LocalServedLog(state_dir / SERVED_DB).lookup(
         [(a["request_id"], i["pin_id"]) for a in answers for i in a["items"]]
     )
@@ -237,6 +237,7 @@ def test_hidden_pins_cost_their_cluster_reward_and_draws(base_url: str, home: Pr
     store = open_store(home)
     user = users_with_clusters(home, minimum=3)[1]
     answer = recommend(base_url, 7_100_000, user, k=100)
+    flush_served()
     sources = pd.Series([i["source"]["cluster_id"] for i in answer["items"]]).dropna()
     cluster = int(sources.value_counts().index[0])
     reward_before = counts(store, [user]).loc[(user, cluster)]
@@ -272,6 +273,7 @@ def test_feedback_after_the_sinks_restart_is_credited_once(
     store = open_store(home)
     user = users_with_clusters(home)[5]
     answer = recommend(base_url, 7_200_000, user)
+    flush_served()
     item = next(i for i in answer["items"] if i["source"]["cluster_id"] is not None)
     cluster = item["source"]["cluster_id"]
     before = counts(store, [user]).loc[(user, cluster)]

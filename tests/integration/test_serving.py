@@ -38,7 +38,7 @@ from serving.deploy import active_models
 from serving.stages.active import run_weights
 from serving.stages.online import read_rows
 from tests.support.homes import RUN_ID, RUN_ID_B, shared_serving_home, users_with_clusters
-from tests.support.serving import call, start_app
+from tests.support.serving import call, flush_served, start_app
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-admin-token"
@@ -268,6 +268,7 @@ def _expected_clusters(home: ProjectHome, user: int, request_id: int) -> set[int
 def test_feedback_reward_changes_next_selection(base_url: str, home: ProjectHome) -> None:
     user = users_with_clusters(home, minimum=3)[0]
     first = recommend(base_url, request_id=11, user_id=user, k=200)
+    flush_served()
     assert {i["source"]["cluster_id"] for i in first["items"]} <= _expected_clusters(
         home, user, 11
     ) | {None}

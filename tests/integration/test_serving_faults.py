@@ -23,7 +23,7 @@ from pinfeed.traffic.feedback_log import RedisFeedbackLog
 from serving.config import ServingConfig
 from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
 from tests.support.redis import RedisProcess
-from tests.support.serving import call, start_app
+from tests.support.serving import call, flush_served, start_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -75,6 +75,7 @@ def test_feedback_goes_to_the_redis_stream(
     user = users_with_clusters(home)[0]
     status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
     assert status == 200 and not answer["degraded"] and not answer["cold_start"]
+    flush_served()
     events = [
         {"request_id": answer["request_id"], "pin_id": item["pin_id"], "kind": "impression"}
         for item in answer["items"]

@@ -91,3 +91,12 @@ def test_replayed_feedback_counts_once() -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(SchemaError, match=r"feedback\.kind"):
         reward_increments(served(), events((7, "like", WINDOW)), window=WINDOW)
+
+
+def test_the_api_spells_out_every_feedback_kind() -> None:
+    from typing import get_args
+
+    from pinfeed.traffic.records import FEEDBACK_KINDS
+    from serving.http.api import FeedbackKind
+
+    assert get_args(FeedbackKind) == FEEDBACK_KINDS
