@@ -14,6 +14,7 @@ the in-process floor. Not a test: run it by hand.
 The load runs in a separate process: C client threads, each with a keep-alive connection, send
 requests back to back for `--seconds` per level. Reported per level: p50 / p99 latency (ms),
 throughput (req/s), errors; and per variant the highest throughput reached with zero errors.
+`--json FILE` also writes them as {variant: [{concurrency, p50_ms, p99_ms, rps, errors}, ...]}.
 `--root` is built on first use: a generated world of `--pins` pins through `pinfeed run`'s data
 steps, both models trained briefly and exported by `training.quick`.
 """
@@ -189,6 +190,22 @@ def table(results: list[LevelResult]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[LevelResult]) -> dict[str, list[dict[str, float | int | None]]]:
+    """{variant: its levels}, NaN (no successful request) as null, for `--json`."""
+    out: dict[str, list[dict[str, float | int | None]]] = {}
+    for r in results:
+        out.setdefault(r.variant, []).append(
+            {
+                "concurrency": r.concurrency,
+                "p50_ms": None if np.isnan(r.p50_ms) else round(r.p50_ms, 3),
+                "p99_ms": None if np.isnan(r.p99_ms) else round(r.p99_ms, 3),
+                "rps": round(r.rps, 3),
+                "errors": r.errors,
+            }
+        )
+    return out
+
+
 def build_home(root: Path, users: int, pins: int) -> ProjectHome:
     """The bench home at `root`: events, features, online store, training sets (`pinfeed run`'s
     data steps) and run RUN_ID with quickly trained models, built on first use."""
@@ -217,6 +234,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per level")
     parser.add_argument("--k", type=int, default=20, help="pins returned per request")
     parser.add_argument("--variants", default="floor,serve,fastapi", help="which to run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args()
     home = build_home(args.root, args.users, args.pins)
     from feature_repo.pipeline.clusters import users_with_clusters
@@ -240,6 +258,9 @@ def main() -> None:
         finally:
             baseline.terminate()
     print(table(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary(results), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pinfeed.calibration import calibrate_logits
 from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig
 from pinfeed.utility import load_utility_weights, utility
+from serving.stages.breaker import StoreBreaker
 from serving.stages.contract import check_against_services
 from serving.stages.features import Features
 from serving.stages.online import connect, service_refs
@@ -51,7 +52,7 @@ def make_app(home: Path, run_id: str) -> FastAPI:
     weights = load_utility_weights(run.layout.utility)
     rates = run.ranker.calibration_rate_vector()
     selector = QuerySelector(SelectionConfig())
-    features = Features(store, refs, cache=None)  # type: ignore[arg-type]
+    features = Features(store, refs, None, StoreBreaker(1.0))  # type: ignore[arg-type]
     app = FastAPI()
     counter = iter(range(1, 1 << 62))
 

@@ -55,8 +55,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FEAST_TYPES = (Entity, DataSource, FeatureView, FeatureService)
 
 
-def feast_connection_string(redis_url: str) -> str:
-    """`redis[s]://[user][:password]@host[:port][/db]` -> Feast's `host:port,db=N,password=...`.
+def feast_connection_string(redis_url: str, timeout_s: float | None = None) -> str:
+    """`redis[s]://[user][:password]@host[:port][/db]` -> Feast's `host:port,db=N,password=...`,
+    with `socket_timeout` / `socket_connect_timeout` when `timeout_s` is given (Feast hands
+    every `key=value` to the redis client).
 
     Feast splits its string on commas and `=`, so a password holding a comma cannot be passed.
     """
@@ -82,12 +84,17 @@ def feast_connection_string(redis_url: str) -> str:
         parts.append(f"username={unquote(url.username)}")
     if url.scheme == "rediss":
         parts.append("ssl=true")
+    if timeout_s is not None:
+        parts += [f"socket_timeout={timeout_s:g}", f"socket_connect_timeout={timeout_s:g}"]
     return ",".join(parts)
 
 
-def repo_config(home: ProjectHome, *, redis_url: str | None = None) -> RepoConfig:
+def repo_config(
+    home: ProjectHome, *, redis_url: str | None = None, timeout_s: float | None = None
+) -> RepoConfig:
     """The RepoConfig of `home`'s repo: SQLite from feature_store.yaml, or Redis from
-    feature_store.redis.yaml with the connection string derived from `redis_url`."""
+    feature_store.redis.yaml with the connection string derived from `redis_url` (socket
+    timeouts of `timeout_s`, if given: serving sets them, batch jobs wait)."""
     name = REDIS_YAML if redis_url else SQLITE_YAML
     path = home.feature_repo / name
     if not path.exists():
@@ -97,17 +104,19 @@ def repo_config(home: ProjectHome, *, redis_url: str | None = None) -> RepoConfi
         )
     raw = yaml.safe_load(path.read_text())
     if redis_url:
-        raw["online_store"]["connection_string"] = feast_connection_string(redis_url)
+        raw["online_store"]["connection_string"] = feast_connection_string(redis_url, timeout_s)
     config = RepoConfig(**raw)
     config.repo_path = home.feature_repo
     return config
 
 
-def open_store(home: ProjectHome, *, redis_url: str | None = None) -> FeatureStore:
+def open_store(
+    home: ProjectHome, *, redis_url: str | None = None, timeout_s: float | None = None
+) -> FeatureStore:
     """A FeatureStore over `home`: Redis when `redis_url` (or the REDIS_URL variable) is set,
     else SQLite. Creates `<home>/data/feast/` for the registry and the SQLite file."""
     redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
-    config = repo_config(home, redis_url=redis_url)
+    config = repo_config(home, redis_url=redis_url, timeout_s=timeout_s)
     home.feast.mkdir(parents=True, exist_ok=True)
     # ibis (under Feast's DuckDB offline store) warns on every query about its own API; Feast's
     # import puts `simplefilter("once", DeprecationWarning)` first, so the filter goes here.

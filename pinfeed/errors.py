@@ -32,3 +32,8 @@ class ValidationError(PinfeedError):
 class DataNotFoundError(PinfeedError):
     """An input the step needs has not been produced yet; the message names the command that
     produces it."""
+
+
+class UnavailableError(PinfeedError):
+    """A store (Redis, a log file) did not answer: nothing was done, and retrying may succeed
+    (the HTTP edge answers 503 with `Retry-After`)."""

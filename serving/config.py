@@ -55,6 +55,19 @@ class ServingConfig(FrozenModel):
     state_dir: Path | None = Field(
         None, description="where the local feedback log lives (default data/serving)"
     )
+    store_timeout_s: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="Redis connect and read timeout of every serving read and write",
+    )
+    store_breaker_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="after a failed online read, answer degraded without trying the store "
+        "for this long (then one read probes it)",
+    )
     selection: SelectionConfig = SelectionConfig()
     candidates: int = Field(500, ge=1, le=5000, description="candidates ranked per request")
     popular_pins: int = Field(500, ge=1, description="cold-start / degraded candidate pool")
@@ -189,6 +202,12 @@ class ServeFile(FrozenModel):
 
     args: ServingConfig
     deployments: tuple[DeploymentSettings, ...] = ()
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="http_options.request_timeout_s: the proxy's end-to-end limit per request "
+        "(a request over it is answered 408 and cancelled)",
+    )
 
     @model_validator(mode="after")
     def _ranker_can_fill_batches(self) -> ServeFile:
@@ -222,6 +241,8 @@ def load_serve_file(
         raise ConfigError(f"{path}: applications: no application named {app_name!r}")
     app = apps[0]
     args = {**(app.get("args") or {}), **(overrides or {})}
-    return validate_model(
-        ServeFile, {"args": args, "deployments": app.get("deployments") or []}, str(path)
-    )
+    http = raw.get("http_options") or {}
+    fields = {"args": args, "deployments": app.get("deployments") or []}
+    if "request_timeout_s" in http:
+        fields["request_timeout_s"] = http["request_timeout_s"]
+    return validate_model(ServeFile, fields, str(path))

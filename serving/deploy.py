@@ -105,7 +105,13 @@ def deploy(serve_file: ServeFile, *, host: str, port: int, timeout_s: float = 30
     """Start Serve (HTTP on host:port) if it is not running, deploy the app declaratively
     (replacing a previous deploy of the same name) and wait until it runs; the base URL Serve
     listens on (a Serve already running keeps its own host and port)."""
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(
+        http_options={
+            "host": host,
+            "port": port,
+            "request_timeout_s": serve_file.request_timeout_s,
+        }
+    )
     details = _details()
     live = _live_applications(details)
     live[APP_NAME] = app_schema(serve_file)

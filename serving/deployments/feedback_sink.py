@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from ray import serve
+from ray.serve.metrics import Counter
 
 from pinfeed.traffic.records import FeedbackRecord
 from serving.config import ServingConfig
@@ -17,10 +18,17 @@ from serving.stages.feedback import FeedbackOutcome, FeedbackRecorder
 class FeedbackSink:
     def __init__(self, config: ServingConfig) -> None:
         self.recorder = FeedbackRecorder(config)
+        self.unattributed = Counter(
+            "pinfeed_feedback_unattributed_total",
+            description="Acknowledged feedback events that named no served item.",
+        )
 
     def record(self, records: list[FeedbackRecord]) -> FeedbackOutcome:
         """Durably append, then credit what matches a served item."""
-        return self.recorder.record(records)
+        outcome = self.recorder.record(records)
+        if outcome.unmatched:
+            self.unattributed.inc(outcome.unmatched)
+        return outcome
 
     def recorded(self) -> list[FeedbackRecord]:
         """Everything in the log (tests and operators: what was acknowledged is here)."""

@@ -37,6 +37,7 @@ from serving.config import ActiveModels, ServingConfig, parse_user_config
 from serving.stages.active import ActivePipeline, pipeline_builder
 from serving.stages.contract import check_against_services
 from serving.stages.feature_log import FeatureLogger
+from serving.stages.metrics import RequestMetrics
 from serving.stages.online import STORE_ERRORS, connect
 from serving.stages.pipeline import Pipeline, Recommendation, RecommendQuery
 from serving.stages.ranker import RankerModel
@@ -57,13 +58,14 @@ class Recommender:
         )
         self.served = ServedRecorder(log, config.served_queue)
         self.feature_log = _feature_logger(self._connect(), config)
+        self.metrics = RequestMetrics()
         self._checked = time.monotonic()
         self._refresh: asyncio.Future[bool] | None = None
 
     def _connect(self) -> FeatureStore:
         """A Feast store of its own for whoever asks (a pipeline, a check, a cache refresh):
         they run on different threads."""
-        return connect(self.config.project, self.config.redis_url)
+        return connect(self.config.project, self.config.redis_url, self.config.store_timeout_s)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve the run and weights of `user_config`; the old pipeline serves meanwhile."""
@@ -74,9 +76,20 @@ class Recommender:
         """Features -> QuerySelector -> Retriever -> Ranker (handle) -> Scorer."""
         pipeline = self.active.get()
         self._refresh_cache_soon(pipeline)
-        prepared = pipeline.prepare(query)
+        started = time.perf_counter()
+        # Feast reads, faiss and the query tower block: on a worker thread, the event loop
+        # keeps taking requests, batching ranker calls and answering /healthz meanwhile
+        prepared = await asyncio.to_thread(pipeline.prepare, query)
+        prepared_at = time.perf_counter()
         logits = await self.ranker.rank.remote(prepared.inputs)
+        ranked_at = time.perf_counter()
         result = pipeline.finish(prepared, logits)
+        seconds = {
+            "prepare": prepared_at - started,
+            "rank": ranked_at - prepared_at,
+            "finish": time.perf_counter() - ranked_at,
+        }
+        self.metrics.record(result.degraded, result.cold_start, seconds)
         self.served.offer(served_items(result))
         if self.feature_log is not None:
             self.feature_log.offer(prepared, result)
@@ -99,7 +112,8 @@ class Recommender:
     async def status(self) -> dict[str, str | int | None]:
         """{"model_version": what answers name now, "run_id": its run, "error": why the last
         switch failed on this replica, "served_recorded" / "served_dropped": items of this
-        replica's answers written to / dropped from the served log}."""
+        replica's answers written to / dropped from the served log, "answers_<kind>": its
+        answers by kind (`serving.stages.metrics`)}."""
         models = self.active.models
         return {
             "model_version": self.active.version,
@@ -109,6 +123,7 @@ class Recommender:
             "served_dropped": self.served.dropped,
             "features_logged": self.feature_log.logged if self.feature_log else 0,
             "features_dropped": self.feature_log.dropped if self.feature_log else 0,
+            **{f"answers_{kind}": count for kind, count in self.metrics.totals.items()},
         }
 
     async def flush_served(self) -> bool:

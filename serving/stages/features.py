@@ -3,7 +3,8 @@ the pin side from the in-memory cache (`serving.stages.pin_cache`).
 
 A request reads the online store twice (user-keyed views, then the rewards of the user's
 clusters); pins are never read per request. `read_user` raises `OnlineStoreUnavailable` when
-the store does not answer; the caller then answers from the cache alone (degraded).
+the store does not answer, or at once while the breaker is open after such a failure; the
+caller then answers from the cache alone (degraded).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 from feast import FeatureStore
 
 from pinfeed.query_selection import UserClusters
-from serving.stages.online import FeatureRefs, full_name, read_rows
+from serving.stages.breaker import BreakerOpen, StoreBreaker
+from serving.stages.online import FeatureRefs, OnlineStoreUnavailable, full_name, read_rows
 from serving.stages.pin_cache import PinFeatureCache
 
 CLUSTER_IDS = "user_clusters__cluster_ids"
@@ -59,14 +61,28 @@ class UserView:
 class Features:
     """Online user reads plus the pin cache (swapped whole when a materialisation lands)."""
 
-    def __init__(self, store: FeatureStore, refs: FeatureRefs, cache: PinFeatureCache) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        refs: FeatureRefs,
+        cache: PinFeatureCache,
+        breaker: StoreBreaker,
+    ) -> None:
         self.store = store
         self.refs = refs
         self.cache = cache
+        self.breaker = breaker
         self.user_refs = tuple(ref for ref in refs.user)
 
     def read_user(self, user_id: int) -> UserView:
-        """The user's features, clusters and their rewards (two online reads)."""
+        """The user's features, clusters and their rewards (two online reads, behind the
+        breaker)."""
+        try:
+            return self.breaker.call(lambda: self._read_user(user_id), (OnlineStoreUnavailable,))
+        except BreakerOpen as error:
+            raise OnlineStoreUnavailable(str(error)) from error
+
+    def _read_user(self, user_id: int) -> UserView:
         columns = read_rows(self.store, self.user_refs, "user_id", [user_id])
         values = {full_name(ref): columns[full_name(ref)][0] for ref in self.user_refs}
         ids = values.get(CLUSTER_IDS)

@@ -29,7 +29,7 @@ import pandas as pd
 from feature_repo.pipeline.config import FeatureConfig
 from feature_repo.realtime_rewards import RealtimeRewardWriter
 from pinfeed.attribution import SERVED_COLUMNS, ItemKey
-from pinfeed.errors import PinfeedError
+from pinfeed.errors import PinfeedError, UnavailableError
 from pinfeed.traffic.credit import open_credit_ledger
 from pinfeed.traffic.feedback_log import FeedbackLog, open_feedback_log
 from pinfeed.traffic.records import FeedbackRecord, ServedItem
@@ -77,7 +77,7 @@ class FeedbackRecorder:
     """The durable log, the served log, and the realtime reward writer of one process."""
 
     def __init__(self, config: ServingConfig) -> None:
-        store = connect(config.project, config.redis_url)
+        store = connect(config.project, config.redis_url, config.store_timeout_s)
         self.log: FeedbackLog = open_feedback_log(
             config.state / FEEDBACK_LOG, config.redis_url, store.project
         )
@@ -98,8 +98,15 @@ class FeedbackRecorder:
         )
 
     def record(self, records: list[FeedbackRecord]) -> FeedbackOutcome:
-        """Durably append, then credit what matches a served item."""
-        recorded = self.log.append(records)
+        """Durably append, then credit what matches a served item. `UnavailableError` when
+        the log did not take them: nothing was acknowledged, the client retries."""
+        try:
+            recorded = self.log.append(records)
+        except STORE_ERRORS as error:
+            logger.warning("feedback not recorded: %s", error)
+            raise UnavailableError(
+                "feedback not recorded: the feedback log did not answer"
+            ) from error
         keys = [(r.request_id, r.pin_id) for r in recorded]
         try:
             found = self._lookup(keys)

@@ -9,6 +9,9 @@ in groups, one `get_online_features` call per group, always with full names (`vi
 - pin: `pin_features`, `pin_dwell`, `pin_content` (keyed by pin_id), read in bulk into the
   in-memory pin cache (`serving.stages.pin_cache`), never per request.
 
+Reads are bounded: `connect` sets Redis socket timeouts and a single immediate retry, and the
+Features stage puts a circuit breaker (`serving.stages.breaker`) in front of its reads.
+
 The query pin projection (`query_pin_content`) is the pin cache's content of the query pin, so
 it is not read separately. Any failure to reach the online store surfaces as
 `OnlineStoreUnavailable`, which the Features stage turns into a degraded answer.
@@ -16,26 +19,29 @@ it is not read separately. Any failure to reach the online store surfaces as
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis
 from feast import FeatureStore
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from feature_repo.store import feature_service, online_feature_values, open_store
-from pinfeed.errors import ConfigError, PinfeedError
+from pinfeed.errors import ConfigError, UnavailableError
 from pinfeed.home import ProjectHome
+from pinfeed.traffic.served import TRAFFIC_STORE_ERRORS
 
 SERVING_SERVICE = "serving_v1"
 RETRIEVAL_SERVICE = "retrieval_v1"
 RANKING_SERVICE = "ranking_v1"
-STORE_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
+STORE_ERRORS = TRAFFIC_STORE_ERRORS
+"""What a failing store raises (Redis, SQLite, the file system): the same set as the traffic
+logs'."""
 
 
-class OnlineStoreUnavailable(PinfeedError):
+class OnlineStoreUnavailable(UnavailableError):
     """The online store did not answer (down, unreachable, or its file is gone)."""
 
 
@@ -74,9 +80,19 @@ def service_refs(store: FeatureStore, name: str = SERVING_SERVICE) -> FeatureRef
     )
 
 
-def connect(home: ProjectHome, redis_url: str | None) -> FeatureStore:
-    """The project's store (Redis when `redis_url` is given, else SQLite)."""
-    return open_store(home, redis_url=redis_url)
+def connect(home: ProjectHome, redis_url: str | None, timeout_s: float = 0.25) -> FeatureStore:
+    """The project's store (Redis when `redis_url` is given, else SQLite), with serving's
+    Redis limits: connect and read time out after `timeout_s`, and a failed command is retried
+    once at once (a pooled connection that broke when Redis restarted), never with redis-py's
+    default backoff (three retries, up to ~14 s, which held a degraded answer that long)."""
+    store = open_store(home, redis_url=redis_url, timeout_s=timeout_s)
+    if store.config.online_store.type == "redis":
+        # Feast builds its Redis client lazily and exposes no retry setting: build it now and
+        # set the policy (redis-py's public `set_retry`). A Feast upgrade touches only this.
+        online = store._get_provider().online_store
+        client = online._get_client(store.config.online_store)
+        client.set_retry(Retry(NoBackoff(), retries=1))
+    return store
 
 
 def read_rows(

@@ -23,6 +23,7 @@ from pinfeed.artifacts.ranker import CONTENT_EMBEDDING, TOPIC, RankerInputs
 from pinfeed.artifacts.runs import RunArtifacts
 from pinfeed.utility import UtilityWeights
 from serving.config import ServingConfig
+from serving.stages.breaker import StoreBreaker
 from serving.stages.contract import check_against_services
 from serving.stages.features import Features, UserView
 from serving.stages.online import (
@@ -128,7 +129,7 @@ class Pipeline:
         pin_ids = np.unique(self.retriever.index.pin_ids)
         if cache is None or not np.array_equal(cache.pin_ids, pin_ids):
             cache = read_pin_cache(store, run, refs, config, pin_ids)
-        self.features = Features(store, refs, cache)
+        self.features = Features(store, refs, cache, StoreBreaker(config.store_breaker_s))
         self.selector = QuerySelector(config.selection)
         self.scorer = Scorer.of(run.ranker.calibration_rate_vector(), weights)
 

@@ -14,7 +14,7 @@ from pinfeed.errors import ConfigError
 from pinfeed.traffic.feedback_log import LocalFeedbackLog
 from pinfeed.traffic.records import FeedbackRecord
 from serving.app import CONFIG_FILE, fit_to_cluster
-from serving.config import load_serve_file
+from serving.config import DEPLOYMENT_NAMES, load_serve_file
 
 
 def test_shipped_config_validates_and_fills_batches(tmp_path: Path) -> None:
@@ -23,6 +23,10 @@ def test_shipped_config_validates_and_fills_batches(tmp_path: Path) -> None:
     ranker = serve_file.settings("Ranker")
     assert ranker is not None
     assert ranker.max_ongoing_requests >= serve_file.args.ranker.max_batch_size
+    # overload is bounded everywhere: every queue has a limit, every request a deadline
+    assert {d.name for d in serve_file.deployments} == set(DEPLOYMENT_NAMES)
+    assert all(d.max_queued_requests > 0 for d in serve_file.deployments)
+    assert serve_file.request_timeout_s == 10
 
 
 def test_config_typo_names_the_field(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pinfeed.traffic.feedback_log import RedisFeedbackLog
 from serving.config import ServingConfig
 from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
 from tests.support.redis import RedisProcess
-from tests.support.serving import call, flush_served, start_app
+from tests.support.serving import call, flush_served, post_raw, start_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -99,10 +99,11 @@ def test_redis_down_degrades_then_recovers(
             assert status == 200, answer
             assert answer["degraded"] and len({i["pin_id"] for i in answer["items"]}) == k
             assert all(0 <= i["probs"]["click"] <= 1 for i in answer["items"])
-        status, refused = call(
-            f"{base_url}/feedback", {"request_id": 1, "pin_id": 1, "kind": "click"}
+        status, refused, headers = post_raw(
+            f"{base_url}/feedback", b'{"request_id": 1, "pin_id": 1, "kind": "click"}'
         )
-        assert 400 <= status < 600 and status != 500 and refused["detail"][0]["loc"]
+        assert status == 503 and headers.get("retry-after") == "1", refused
+        assert "not recorded" in refused["detail"][0]["msg"], refused
     finally:
         redis_server.start()
     load_redis(home, redis_server.endpoint.url)
@@ -113,3 +114,40 @@ def test_redis_down_degrades_then_recovers(
             break
         assert time.monotonic() < deadline, answer
         time.sleep(0.5)
+
+
+def test_hung_redis_answers_degraded_at_once_then_recovers(
+    base_url: str, home: ProjectHome, redis_server: RedisProcess
+) -> None:
+    """SIGSTOP on the server: connections stay open and nothing answers. The first answer pays
+    one read timeout (plus one retry), the next ones skip the store (breaker); once the server
+    runs again, the next probe closes the breaker."""
+    from ray import serve
+
+    recommender = serve.get_deployment_handle("Recommender", app_name="pinfeed")
+    user = users_with_clusters(home)[1]
+    status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+    assert status == 200 and not answer["degraded"], answer
+    degraded_before = recommender.status.remote().result().get("answers_degraded", 0)
+    redis_server.pause()
+    try:
+        seconds = []
+        for _ in range(5):
+            started = time.monotonic()
+            status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+            seconds.append(time.monotonic() - started)
+            assert status == 200 and answer["degraded"], answer
+            assert len({item["pin_id"] for item in answer["items"]}) == 5
+        # redis-py's default retry held such an answer for up to ~14 s
+        assert max(seconds) < 3.0, seconds
+        counted = recommender.status.remote().result()["answers_degraded"] - degraded_before
+        assert counted == 5, "the operator's degraded counter counts each degraded answer"
+    finally:
+        redis_server.resume()
+    resumed = time.monotonic()
+    while True:
+        status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+        if status == 200 and not answer["degraded"]:
+            break
+        assert time.monotonic() - resumed < 5.0, answer
+        time.sleep(0.2)

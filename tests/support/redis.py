@@ -5,6 +5,7 @@ wheel) process started on a free port. Nothing here is a fake."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -96,8 +97,18 @@ class RedisProcess:
         self.stop()
         raise RuntimeError(f"{server_binary()} did not answer on port {self.port} in {timeout_s} s")
 
+    def pause(self) -> None:
+        """Hang the server (SIGSTOP): connections stay open and nothing answers."""
+        assert self.proc is not None, "the server is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None, "the server is not running"
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)

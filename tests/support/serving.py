@@ -68,3 +68,21 @@ def flush_served() -> None:
 
     handle = serve.get_deployment_handle("Recommender", app_name="pinfeed")
     assert handle.flush_served.remote().result(timeout_s=30)
+
+
+def post_raw(
+    url: str, data: bytes, content_type: str = "application/json"
+) -> tuple[int, Any, dict[str, str]]:
+    """POST raw bytes (malformed bodies): (status, decoded JSON body or None, headers with
+    lower-case names)."""
+    request = urllib.request.Request(url, data=data, headers={"content-type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            status, raw, headers = answer.status, answer.read(), answer.headers
+    except urllib.error.HTTPError as error:
+        status, raw, headers = error.code, error.read(), error.headers
+    headers = {name.lower(): value for name, value in headers.items()}
+    try:
+        return status, json.loads(raw), headers
+    except ValueError:
+        return status, None, headers

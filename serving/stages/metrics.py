@@ -1,0 +1,46 @@
+"""What the Recommender tells an operator's dashboard: answers by kind and where a request's
+time goes, as Ray Serve metrics (`ray.serve.metrics`, exported with Ray's Prometheus metrics,
+tagged with the deployment and replica), plus this replica's own totals for `status`.
+
+- `pinfeed_answers_total{kind}`: kind = ok | degraded | cold_start.
+- `pinfeed_stage_ms{stage}`: stage = prepare (online reads, query selection, retrieval, ranker
+  inputs), rank (the Ranker handle call: hop, batch wait, ORT), finish (scorer, top k).
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+
+from ray.serve.metrics import Counter, Histogram
+
+STAGE_MS_BOUNDARIES = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]
+STAGES = ("prepare", "rank", "finish")
+
+
+def answer_kind(degraded: bool, cold_start: bool) -> str:
+    return "degraded" if degraded else "cold_start" if cold_start else "ok"
+
+
+class RequestMetrics:
+    """Create inside a replica (Serve metrics need the replica context)."""
+
+    def __init__(self) -> None:
+        self.answers = Counter(
+            "pinfeed_answers_total",
+            description="Recommender answers by kind: ok, degraded (store down), cold_start.",
+            tag_keys=("kind",),
+        )
+        self.stage_ms = Histogram(
+            "pinfeed_stage_ms",
+            description="Milliseconds per request in each Recommender stage.",
+            boundaries=STAGE_MS_BOUNDARIES,
+            tag_keys=("stage",),
+        )
+        self.totals: Tally[str] = Tally()
+
+    def record(self, degraded: bool, cold_start: bool, seconds: dict[str, float]) -> None:
+        kind = answer_kind(degraded, cold_start)
+        self.answers.inc(tags={"kind": kind})
+        self.totals[kind] += 1
+        for stage, value in seconds.items():
+            self.stage_ms.observe(value * 1000.0, tags={"stage": stage})

@@ -1,0 +1,114 @@
+"""The HTTP edge's error mapping, on real failures: exceptions raised inside Ray tasks (as a
+replica's would arrive through a handle) and a FastAPI app with the edge middleware, driven
+through its ASGI interface."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import ray
+from fastapi import FastAPI
+from ray.serve.exceptions import BackPressureError
+
+from pinfeed.errors import ConfigError, DataNotFoundError
+from serving.http.errors import HttpError, call, install_error_handlers
+
+
+@ray.remote
+def raising(kind: str) -> None:
+    errors: dict[str, Exception] = {
+        "bug": ValueError("index 7 out of range in /srv/secret/path.py"),
+        "missing": DataNotFoundError("run r1 has no ranker"),
+        "refused": ConfigError("weights must sum to 1"),
+        "overloaded": BackPressureError(num_queued_requests=5, max_queued_requests=5),
+    }
+    raise errors[kind]
+
+
+def failed_call(kind: str) -> HttpError:
+    async def run() -> None:
+        await call(raising.remote(kind), ("body",))
+
+    with pytest.raises(HttpError) as caught:
+        asyncio.run(run())
+    return caught.value
+
+
+def test_replica_errors_map_to_statuses(ray_local: None) -> None:
+    bug = failed_call("bug")
+    assert bug.status == 500 and bug.message.startswith("internal error ")
+    assert "/srv" not in bug.message and "Traceback" not in bug.message
+    assert (failed_call("missing").status, failed_call("refused").status) == (404, 409)
+    overloaded = failed_call("overloaded")
+    assert overloaded.status == 503 and overloaded.headers == {"Retry-After": "1"}
+
+
+def edge_app() -> FastAPI:
+    api = FastAPI()
+    install_error_handlers(api)
+
+    @api.post("/echo")
+    async def echo(body: dict[str, int]) -> dict[str, int]:
+        return body
+
+    @api.get("/bug")
+    async def bug() -> None:
+        raise RuntimeError("failed at /srv/secret/path.py")
+
+    return api
+
+
+def asgi_request(
+    api: FastAPI, method: str, path: str, body: bytes = b"", chunked: bool = False
+) -> tuple[int, Any]:
+    """One request through the app's ASGI interface: (status, decoded JSON body)."""
+    headers = [(b"content-type", b"application/json")]
+    if not chunked:
+        headers.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
+    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
+    messages = [
+        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+        for i, piece in enumerate(pieces)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(api(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    raw = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(raw)
+
+
+def test_edge_answers_bugs_and_oversized_bodies_in_the_error_shape() -> None:
+    api = edge_app()
+    assert asgi_request(api, "POST", "/echo", b'{"a": 1}') == (200, {"a": 1})
+    status, answer = asgi_request(api, "GET", "/bug")
+    assert status == 500 and "/srv" not in json.dumps(answer), answer
+    assert answer["detail"][0]["msg"].startswith("internal error ")
+    big = b'{"a": 1, "pad": "' + b"x" * (2 << 20) + b'"}'
+    for chunked in (False, True):
+        status, answer = asgi_request(api, "POST", "/echo", big, chunked=chunked)
+        assert status == 413 and answer["detail"][0]["loc"] == ["body"], (chunked, answer)
+    status, answer = asgi_request(api, "POST", "/echo", b'{"a": NaN}')
+    assert status == 422 and answer["detail"][0]["loc"] == ["body", "a"], answer
