@@ -183,7 +183,11 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.max_bytes:
+        if not declared.isdigit():
+            problem = HttpError(400, ("header", "content-length"), "not a number of bytes")
+            await self._answer(scope, receive, send, problem)
+            return
+        if int(declared) > self.max_bytes:
             await self._answer(scope, receive, send, HttpError(413, ("body",), self.too_large))
             return
         received, started = 0, False
@@ -193,7 +197,7 @@ class EdgeGuard:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise HTTPException(413, self.too_large)  # FastAPI re-raises its own kind
+                raise HTTPException(413, self.too_large)  # FastAPI re-raises HTTPExceptions
             return message
 
         async def watched(message: Message) -> None:

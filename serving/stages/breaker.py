@@ -1,10 +1,11 @@
 """A circuit breaker in front of the online store, so a dead or hung store costs one timed-out
-read, not one per request.
+read per `open_s`, not one per request.
 
 Closed: reads go through. A failed read opens it for `open_s`: every read in that time fails at
 once (the Features stage then answers degraded from the pin cache). The first read after
-`open_s` goes through as a probe: success closes it, failure opens it again. Recovery after the
-store comes back therefore takes at most `open_s` plus one read.
+`open_s` is the one probe: while it runs, every other read still fails at once; its success
+closes the breaker, its failure opens it for another `open_s`. Recovery after the store comes
+back therefore takes at most `open_s` plus one read.
 """
 
 from __future__ import annotations
@@ -22,29 +23,41 @@ class BreakerOpen(Exception):
 
 
 class StoreBreaker:
+    """Thread-safe: the Recommender runs requests on worker threads."""
+
     def __init__(self, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.open_s = open_s
         self.clock = clock
+        self._tripped = False
         self._open_until = float("-inf")
         self._lock = threading.Lock()
         self.opened = 0
-        """How many times a failure opened it (status counter)."""
+        """How many times it went from closed to open (status counter)."""
 
     @property
     def is_open(self) -> bool:
-        return self.clock() < self._open_until
+        return self._tripped
 
     def call(self, read: Callable[[], T], failures: tuple[type[BaseException], ...]) -> T:
         """`read()`, unless the breaker is open (`BreakerOpen`); a `failures` exception opens
         it and propagates."""
         with self._lock:
-            if self.clock() < self._open_until:
+            now = self.clock()
+            if now < self._open_until:
                 raise BreakerOpen(f"online store skipped for {self.open_s:g} s after a failure")
+            probe = self._tripped
+            if probe:  # this caller probes; the others keep failing fast meanwhile
+                self._open_until = now + self.open_s
         try:
             result = read()
         except failures:
             with self._lock:
+                self.opened += not self._tripped
+                self._tripped = True
                 self._open_until = self.clock() + self.open_s
-                self.opened += 1
             raise
+        if probe:
+            with self._lock:
+                self._tripped = False
+                self._open_until = float("-inf")
         return result

@@ -9,7 +9,7 @@ in groups, one `get_online_features` call per group, always with full names (`vi
 - pin: `pin_features`, `pin_dwell`, `pin_content` (keyed by pin_id), read in bulk into the
   in-memory pin cache (`serving.stages.pin_cache`), never per request.
 
-Reads are bounded: `connect` sets Redis socket timeouts and a single immediate retry, and the
+Reads are bounded: `connect` sets Redis socket timeouts and no retry, and the
 Features stage puts a circuit breaker (`serving.stages.breaker`) in front of its reads.
 
 The query pin projection (`query_pin_content`) is the pin cache's content of the query pin, so
@@ -82,16 +82,19 @@ def service_refs(store: FeatureStore, name: str = SERVING_SERVICE) -> FeatureRef
 
 def connect(home: ProjectHome, redis_url: str | None, timeout_s: float = 0.25) -> FeatureStore:
     """The project's store (Redis when `redis_url` is given, else SQLite), with serving's
-    Redis limits: connect and read time out after `timeout_s`, and a failed command is retried
-    once at once (a pooled connection that broke when Redis restarted), never with redis-py's
-    default backoff (three retries, up to ~14 s, which held a degraded answer that long)."""
+    Redis limits: connect and read time out after `timeout_s`, and a failed command is not
+    retried, so one read costs at most about one `timeout_s`. redis-py's default (three retries
+    with backoff, nested inside a connect retry) held one answer up to ~14 s; one retry still
+    nests to ~4 `timeout_s`. A connection broken by a Redis restart fails one read; the
+    Features stage's breaker then answers degraded for `store_breaker_s` and its probe
+    reconnects."""
     store = open_store(home, redis_url=redis_url, timeout_s=timeout_s)
     if store.config.online_store.type == "redis":
         # Feast builds its Redis client lazily and exposes no retry setting: build it now and
         # set the policy (redis-py's public `set_retry`). A Feast upgrade touches only this.
         online = store._get_provider().online_store
         client = online._get_client(store.config.online_store)
-        client.set_retry(Retry(NoBackoff(), retries=1))
+        client.set_retry(Retry(NoBackoff(), retries=0))
     return store
 
 

@@ -151,7 +151,9 @@ class Pipeline:
             return UserView.unknown(user_id), True
 
     def prepare(self, query: RecommendQuery) -> Prepared:
-        """Features -> QuerySelector -> Retriever -> ranker inputs."""
+        """Features -> QuerySelector -> Retriever -> ranker inputs. The pin cache is read once:
+        a refresh may swap it meanwhile (requests run on worker threads)."""
+        cache = self.features.cache
         user, degraded = self._user(query.user_id)
         exclude: set[int] = set()
         if query.exclude_seen and user.clusters is not None:
@@ -171,7 +173,7 @@ class Pipeline:
                 query.user_id,
                 user_dense,
                 queries,
-                self.features.cache.content_of(queries.query_pin_ids),
+                cache.content_of(queries.query_pin_ids),
                 exclude,
                 self.config.candidates,
             )
@@ -183,12 +185,12 @@ class Pipeline:
             self.run.ranker,
             self.run.run_id,
             user,
-            self.features.cache,
+            cache,
             candidates.pin_ids,
             candidates.query_pin_ids,
         )
         cold = not degraded and not user.known and query.context_pin_id is None
-        return Prepared(query, candidates, inputs, degraded, cold, user, self.features.cache)
+        return Prepared(query, candidates, inputs, degraded, cold, user, cache)
 
     def _popular(self, count: int, exclude: set[int]) -> Candidates:
         pins = self.features.popular(count, exclude)

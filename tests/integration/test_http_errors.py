@@ -62,12 +62,18 @@ def edge_app() -> FastAPI:
 
 
 def asgi_request(
-    api: FastAPI, method: str, path: str, body: bytes = b"", chunked: bool = False
+    api: FastAPI,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    chunked: bool = False,
+    length: bytes | None = None,
 ) -> tuple[int, Any]:
-    """One request through the app's ASGI interface: (status, decoded JSON body)."""
+    """One request through the app's ASGI interface: (status, decoded JSON body).
+    `length`: the Content-Length header to send instead of the body's."""
     headers = [(b"content-type", b"application/json")]
     if not chunked:
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"content-length", length or str(len(body)).encode()))
     scope = {
         "type": "http",
         "method": method,
@@ -112,3 +118,5 @@ def test_edge_answers_bugs_and_oversized_bodies_in_the_error_shape() -> None:
         assert status == 413 and answer["detail"][0]["loc"] == ["body"], (chunked, answer)
     status, answer = asgi_request(api, "POST", "/echo", b'{"a": NaN}')
     assert status == 422 and answer["detail"][0]["loc"] == ["body", "a"], answer
+    status, answer = asgi_request(api, "POST", "/echo", b'{"a": 1}', length=b"eight")
+    assert status == 400 and answer["detail"][0]["loc"] == ["header", "content-length"], answer

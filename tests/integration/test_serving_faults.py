@@ -120,8 +120,8 @@ def test_hung_redis_answers_degraded_at_once_then_recovers(
     base_url: str, home: ProjectHome, redis_server: RedisProcess
 ) -> None:
     """SIGSTOP on the server: connections stay open and nothing answers. The first answer pays
-    one read timeout (plus one retry), the next ones skip the store (breaker); once the server
-    runs again, the next probe closes the breaker."""
+    one read timeout, the next ones skip the store (breaker); once the server runs again, the
+    next probe closes the breaker."""
     from ray import serve
 
     recommender = serve.get_deployment_handle("Recommender", app_name="pinfeed")

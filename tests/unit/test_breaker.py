@@ -6,6 +6,8 @@ import pytest
 
 from serving.stages.breaker import BreakerOpen, StoreBreaker
 
+FAILURES = (ConnectionError,)
+
 
 class Clock:
     def __init__(self) -> None:
@@ -31,24 +33,49 @@ class Store:
 def test_a_failure_opens_it_reads_skip_the_store_then_one_probe_closes_it() -> None:
     clock, store = Clock(), Store()
     breaker = StoreBreaker(open_s=1.0, clock=clock)
-    assert breaker.call(store.read, (ConnectionError,)) == "row"
+    assert breaker.call(store.read, FAILURES) == "row"
     store.down = True
     with pytest.raises(ConnectionError):
-        breaker.call(store.read, (ConnectionError,))
+        breaker.call(store.read, FAILURES)
     assert breaker.is_open and breaker.opened == 1
     for _ in range(3):
         with pytest.raises(BreakerOpen):
-            breaker.call(store.read, (ConnectionError,))
+            breaker.call(store.read, FAILURES)
     assert store.reads == 2, "reads while open must not reach the store"
     clock.now += 1.0
-    with pytest.raises(ConnectionError):  # the probe fails: open again
-        breaker.call(store.read, (ConnectionError,))
-    assert breaker.is_open and breaker.opened == 2 and store.reads == 3
+    with pytest.raises(ConnectionError):  # the probe fails: open again, still one outage
+        breaker.call(store.read, FAILURES)
+    assert breaker.is_open and breaker.opened == 1 and store.reads == 3
+    with pytest.raises(BreakerOpen):
+        breaker.call(store.read, FAILURES)
     store.down = False
     clock.now += 1.0
-    assert breaker.call(store.read, (ConnectionError,)) == "row"
+    assert breaker.call(store.read, FAILURES) == "row"
     assert not breaker.is_open
-    assert breaker.call(store.read, (ConnectionError,)) == "row" and store.reads == 5
+    assert breaker.call(store.read, FAILURES) == "row" and store.reads == 5
+
+
+def test_only_one_probe_reaches_the_store_while_it_runs() -> None:
+    clock, store = Clock(), Store()
+    breaker = StoreBreaker(open_s=1.0, clock=clock)
+    store.down = True
+    with pytest.raises(ConnectionError):
+        breaker.call(store.read, FAILURES)
+    clock.now += 1.5
+    store.down = False
+    others: list[str] = []
+
+    def probe() -> str:
+        """While the probe is in flight, another request asks: it must not reach the store."""
+        try:
+            breaker.call(store.read, FAILURES)
+            others.append("reached the store")
+        except BreakerOpen:
+            others.append("skipped")
+        return store.read()
+
+    assert breaker.call(probe, FAILURES) == "row"
+    assert others == ["skipped"] and store.reads == 2 and not breaker.is_open
 
 
 def test_other_errors_pass_through_without_opening_it() -> None:
@@ -58,5 +85,5 @@ def test_other_errors_pass_through_without_opening_it() -> None:
         raise KeyError("a bug, not the store")
 
     with pytest.raises(KeyError):
-        breaker.call(broken, (ConnectionError,))
+        breaker.call(broken, FAILURES)
     assert not breaker.is_open and breaker.opened == 0
