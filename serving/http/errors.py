@@ -1,9 +1,10 @@
 """Errors at the HTTP edge, in one body shape: FastAPI's validation shape
 `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`, so a client always learns which field
 was wrong. The project's errors become 404 (something not produced yet) or 409 (refused); a
-lost or overloaded replica 503 with `Retry-After` (retrying helps); a bug (any other exception,
-in this process or raised inside a replica) 500 with an error id that is also in the log, and
-never a traceback or a path (retrying does not help). Nothing below this module picks a status.
+store that did not answer (`UnavailableError`) or a lost or overloaded replica 503 with
+`Retry-After` (retrying helps); a bug (any other exception, in this process or raised inside a
+replica) 500 with an error id that is also in the log, and never a traceback or a path
+(retrying does not help). Nothing below this module picks a status.
 
 Validation errors are rendered from `loc`, `msg` and `type` only: FastAPI's default handler
 echoes the rejected `input`, and an input such as `NaN` (which Python's JSON parser accepts)
