@@ -15,6 +15,11 @@ The load runs in a separate process: C client threads, each with a keep-alive co
 requests back to back for `--seconds` per level. Reported per level: p50 / p99 latency (ms),
 throughput (req/s), errors; and per variant the highest throughput reached with zero errors.
 `--json FILE` also writes them as {variant: [{concurrency, p50_ms, p99_ms, rps, errors}, ...]}.
+
+`--breakdown` adds where a Serve request's time goes, read from Ray's Prometheus endpoint after
+the serve levels: Serve's own histograms (proxy end to end, each deployment's processing time)
+and the Recommender's stage histogram (`pinfeed_stage_ms`: prepare, rank, finish), as means
+(sum / count) over every request of the run; use it with one level, e.g. `--levels 1`.
 `--root` is built on first use: a generated world of `--pins` pins through `pinfeed run`'s data
 steps, both models trained briefly and exported by `training.quick`.
 """
@@ -166,6 +171,57 @@ def start_fastapi(home: Path, port: int) -> subprocess.Popen:
     return process
 
 
+BREAKDOWN = (
+    ("HTTP request, end to end at the proxy", "ray_serve_http_request_latency_ms", {}),
+    ("Ingress processing", "ray_serve_deployment_processing_latency_ms",
+     {"deployment": "Ingress"}),
+    ("Recommender processing", "ray_serve_deployment_processing_latency_ms",
+     {"deployment": "Recommender"}),
+    ("- prepare (online reads, selection, ANN, ranker inputs; on a worker thread)",
+     "ray_pinfeed_stage_ms", {"stage": "prepare"}),
+    ("- rank (Ranker handle call: hop, batch wait, ORT)", "ray_pinfeed_stage_ms",
+     {"stage": "rank"}),
+    ("- finish (scorer, top k)", "ray_pinfeed_stage_ms", {"stage": "finish"}),
+    ("Ranker processing (batch wait + ORT)", "ray_serve_deployment_processing_latency_ms",
+     {"deployment": "Ranker"}),
+)  # fmt: skip
+
+
+def stage_means(metrics_text: str) -> dict[str, float]:
+    """{BREAKDOWN label: mean ms} from a Prometheus text page (histogram _sum / _count over
+    the series whose labels match)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for label, name, wanted in BREAKDOWN:
+        for line in metrics_text.splitlines():
+            for suffix, into in (("_sum", sums), ("_count", counts)):
+                if not line.startswith(name + suffix + "{"):
+                    continue
+                labels, value = line[len(name + suffix) :].rsplit(" ", 1)
+                route = ROUTE if name.startswith("ray_serve_") else {}
+                if all(f'{key}="{v}"' in labels for key, v in {**route, **wanted}.items()):
+                    into[label] = into.get(label, 0.0) + float(value)
+    return {label: sums[label] / counts[label] for label in sums if counts.get(label)}
+
+
+ROUTE = {"route": "/recommend"}
+"""Serve's own series are filtered to /recommend (the /healthz probes are series of their
+own); the Recommender's stage histogram is observed in `recommend` only."""
+
+
+def scrape_metrics(wait_s: float = 20.0) -> str:
+    """Wait for Ray's metrics export (replicas report every few seconds), then read this
+    node's Prometheus page."""
+    import urllib.request
+
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    time.sleep(wait_s)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as page:
+        return page.read().decode()
+
+
 def table(results: list[LevelResult]) -> str:
     lines = [
         "| variant | concurrency | p50 ms | p99 ms | req/s | errors |",
@@ -235,6 +291,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20, help="pins returned per request")
     parser.add_argument("--variants", default="floor,serve,fastapi", help="which to run")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="per-stage means of the serve run (metrics)"
+    )
     args = parser.parse_args()
     home = build_home(args.root, args.users, args.pins)
     from feature_repo.pipeline.clusters import users_with_clusters
@@ -243,6 +302,7 @@ def main() -> None:
     levels = [int(level) for level in args.levels.split(",")]
     variants = args.variants.split(",")
     results: list[LevelResult] = []
+    breakdown: dict[str, float] = {}
     if "floor" in variants:
         results.append(floor(args.root.resolve(), users, args.k, args.seconds))
     if "serve" in variants:
@@ -250,6 +310,11 @@ def main() -> None:
 
         start_serve(args.root.resolve(), 8011)
         results += [measure("serve", 8011, users, args.k, c, args.seconds) for c in levels]
+        if args.breakdown:
+            page = scrape_metrics()
+            breakdown = stage_means(page)
+            if args.json is not None:  # the raw page beside the summary, for what is not parsed
+                args.json.with_suffix(".prom").write_text(page)
         serve.shutdown()
     if "fastapi" in variants:
         baseline = start_fastapi(args.root.resolve(), 8012)
@@ -258,9 +323,13 @@ def main() -> None:
         finally:
             baseline.terminate()
     print(table(results))
+    if breakdown:
+        print("\n| serve stage | mean ms |\n|---|---:|")
+        print("\n".join(f"| {label} | {ms:.1f} |" for label, ms in breakdown.items()))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary(results), indent=2) + "\n")
+        out = {**summary(results), **({"serve_stages_mean_ms": breakdown} if breakdown else {})}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
