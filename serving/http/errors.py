@@ -77,18 +77,13 @@ def error_body(field: tuple[str, ...], message: str) -> dict[str, Any]:
     return {"detail": [{"loc": list(field), "msg": message, "type": "pinfeed_error"}]}
 
 
-def status_of(error: PinfeedError) -> int:
-    """404 for something not produced yet, 503 for a store that did not answer, 409 for
-    anything else the project refuses."""
-    if isinstance(error, DataNotFoundError):
-        return 404
-    return 503 if isinstance(error, UnavailableError) else 409
-
-
 def project_error(error: PinfeedError, field: tuple[str, ...]) -> HttpError:
+    """503 + Retry-After for a store that did not answer, 404 for something not produced yet,
+    409 for anything else the project refuses."""
     if isinstance(error, UnavailableError):
         return retry_later(str(error))
-    return HttpError(status_of(error), field, str(error))
+    status = 404 if isinstance(error, DataNotFoundError) else 409
+    return HttpError(status, field, str(error))
 
 
 def validation_body(errors: Any) -> dict[str, Any]:
@@ -117,6 +112,16 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse(validation_body(error.errors()), status_code=422)
+
+    @api.exception_handler(PinfeedError)
+    async def _project_error(_: Request, error: PinfeedError) -> JSONResponse:
+        """A project error a route did not map itself: its status, never a 500."""
+        mapped = project_error(error, ("service",))
+        return JSONResponse(
+            error_body(mapped.field, mapped.message),
+            status_code=mapped.status,
+            headers=mapped.headers,
+        )
 
     @api.exception_handler(StarletteHTTPException)
     async def _framework_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

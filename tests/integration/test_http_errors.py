@@ -13,7 +13,7 @@ import ray
 from fastapi import FastAPI
 from ray.serve.exceptions import BackPressureError
 
-from pinfeed.errors import ConfigError, DataNotFoundError
+from pinfeed.errors import ConfigError, DataNotFoundError, UnavailableError
 from serving.http.errors import HttpError, call, install_error_handlers
 
 
@@ -57,6 +57,14 @@ def edge_app() -> FastAPI:
     @api.get("/bug")
     async def bug() -> None:
         raise RuntimeError("failed at /srv/secret/path.py")
+
+    @api.get("/missing")
+    async def missing() -> None:
+        raise DataNotFoundError("run r1 has no ranker")
+
+    @api.get("/unavailable")
+    async def unavailable() -> None:
+        raise UnavailableError("the feedback log did not answer")
 
     return api
 
@@ -120,3 +128,7 @@ def test_edge_answers_bugs_and_oversized_bodies_in_the_error_shape() -> None:
     assert status == 422 and answer["detail"][0]["loc"] == ["body", "a"], answer
     status, answer = asgi_request(api, "POST", "/echo", b'{"a": 1}', length=b"eight")
     assert status == 400 and answer["detail"][0]["loc"] == ["header", "content-length"], answer
+    # project errors a route raises itself keep their status, never a 500
+    status, answer = asgi_request(api, "GET", "/missing")
+    assert status == 404 and answer["detail"][0]["msg"] == "run r1 has no ranker", answer
+    assert asgi_request(api, "GET", "/unavailable")[0] == 503
