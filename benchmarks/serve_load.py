@@ -20,6 +20,11 @@ throughput (req/s), errors; and per variant the highest throughput reached with 
 the serve levels: Serve's own histograms (proxy end to end, each deployment's processing time)
 and the Recommender's stage histogram (`pinfeed_stage_ms`: prepare, rank, finish), as means
 (sum / count) over every request of the run; use it with one level, e.g. `--levels 1`.
+`--open-loop 0.5,0.8,1.2` adds, per HTTP variant after its closed-loop levels, open-loop runs
+(`benchmarks.open_loop`: Poisson arrivals at a fixed rate, latency from each request's
+scheduled time, so queueing counts) at those fractions of the variant's best zero-error
+closed-loop throughput; in the JSON as `<variant>_open_loop`: [{fraction, rate, sent, p50_ms,
+p99_ms, rps, errors, degraded}].
 `--root` is built on first use: a generated world of `--pins` pins through `pinfeed run`'s data
 steps, both models trained briefly and exported by `training.quick`.
 """
@@ -40,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.open_loop import OpenLoopResult, open_loop, summarise
 from pinfeed.home import ProjectHome
 
 RUN_ID = "tiny-run"
@@ -146,7 +152,9 @@ def start_serve(home: Path, port: int) -> None:
     from serving.client import wait_healthy
     from serving.config import ActorOptions, DeploymentSettings, ServeFile, ServingConfig
     from serving.deploy import deploy
+    from serving.environment import serve_environment
 
+    print("Serve environment:", serve_environment())
     ray.init(include_dashboard=False, log_to_driver=False)
     config = ServingConfig(home=home, run_id=RUN_ID)
     light = ActorOptions(num_cpus=0)
@@ -262,6 +270,53 @@ def summary(results: list[LevelResult]) -> dict[str, list[dict[str, float | int 
     return out
 
 
+def best_rps(results: list[LevelResult], variant: str) -> float:
+    """The variant's highest zero-error closed-loop throughput (0 when none)."""
+    return max((r.rps for r in results if r.variant == variant and r.errors == 0), default=0.0)
+
+
+def open_levels(
+    port: int, users: list[int], k: int, best: float, fractions: list[float], seconds: float
+) -> list[tuple[float, OpenLoopResult]]:
+    """Open-loop runs at `fractions` of `best` req/s."""
+    runs = []
+    for fraction in fractions:
+        rate = fraction * best
+        run = open_loop(port, users, k, rate, seconds)
+        runs.append((fraction, summarise(rate, seconds, run.outcomes)))
+    return runs
+
+
+def open_table(variant: str, runs: list[tuple[float, OpenLoopResult]]) -> str:
+    lines = [
+        f"| {variant}, open loop | fraction of best | target req/s | sent | p50 ms | p99 ms "
+        "| ok req/s | errors | degraded |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| | {f:.2f} | {r.rate:.1f} | {r.sent} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.rps:.1f} "
+        f"| {r.errors} | {r.degraded} |"
+        for f, r in runs
+    ]
+    return "\n".join(lines)
+
+
+def open_summary(runs: list[tuple[float, OpenLoopResult]]) -> list[dict[str, float | int]]:
+    return [
+        {
+            "fraction": f,
+            "rate": round(r.rate, 3),
+            "sent": r.sent,
+            "p50_ms": round(r.p50_ms, 3),
+            "p99_ms": round(r.p99_ms, 3),
+            "rps": round(r.rps, 3),
+            "errors": r.errors,
+            "degraded": r.degraded,
+        }
+        for f, r in runs
+    ]
+
+
 def build_home(root: Path, users: int, pins: int) -> ProjectHome:
     """The bench home at `root`: events, features, online store, training sets (`pinfeed run`'s
     data steps) and run RUN_ID with quickly trained models, built on first use."""
@@ -294,6 +349,11 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="per-stage means of the serve run (metrics)"
     )
+    parser.add_argument(
+        "--open-loop",
+        default="",
+        help="fractions of each variant's best closed-loop rate to run open loop, e.g. 0.5,0.8",
+    )
     args = parser.parse_args()
     home = build_home(args.root, args.users, args.pins)
     from feature_repo.pipeline.clusters import users_with_clusters
@@ -301,7 +361,9 @@ def main() -> None:
     users = users_with_clusters(home.features, minimum=1)
     levels = [int(level) for level in args.levels.split(",")]
     variants = args.variants.split(",")
+    fractions = [float(f) for f in args.open_loop.split(",") if f]
     results: list[LevelResult] = []
+    opened: dict[str, list[tuple[float, OpenLoopResult]]] = {}
     breakdown: dict[str, float] = {}
     if "floor" in variants:
         results.append(floor(args.root.resolve(), users, args.k, args.seconds))
@@ -310,6 +372,9 @@ def main() -> None:
 
         start_serve(args.root.resolve(), 8011)
         results += [measure("serve", 8011, users, args.k, c, args.seconds) for c in levels]
+        if fractions:
+            best = best_rps(results, "serve")
+            opened["serve"] = open_levels(8011, users, args.k, best, fractions, args.seconds)
         if args.breakdown:
             page = scrape_metrics()
             breakdown = stage_means(page)
@@ -320,15 +385,23 @@ def main() -> None:
         baseline = start_fastapi(args.root.resolve(), 8012)
         try:
             results += [measure("fastapi", 8012, users, args.k, c, args.seconds) for c in levels]
+            if fractions:
+                best = best_rps(results, "fastapi")
+                opened["fastapi"] = open_levels(8012, users, args.k, best, fractions, args.seconds)
         finally:
             baseline.terminate()
     print(table(results))
+    for variant, runs in opened.items():
+        print("\n" + open_table(variant, runs))
     if breakdown:
         print("\n| serve stage | mean ms |\n|---|---:|")
         print("\n".join(f"| {label} | {ms:.1f} |" for label, ms in breakdown.items()))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = {**summary(results), **({"serve_stages_mean_ms": breakdown} if breakdown else {})}
+        out: dict = {**summary(results)}
+        out.update({f"{variant}_open_loop": open_summary(runs) for variant, runs in opened.items()})
+        if breakdown:
+            out["serve_stages_mean_ms"] = breakdown
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 

@@ -10,6 +10,7 @@ wrapped here, so serving never builds Feast's log layout itself:
 - `log_spec(store)`: the service's log schema, destination and sample rate, from the registry;
 - `ServedRows` (`for_request` for one request of serving): what serving used, as numpy columns;
 - `logged_table(spec, rows)`: those rows in Feast's schema (validated; names the bad field);
+- `ServedRows.concat` / `alike`: many requests' rows as one, converted to Arrow in one go;
 - `FeatureLogBuffer`: thread-safe `add`, one parquet file per `flush` (a file per request
   would leave thousands of tiny files), with deterministic per-request sampling;
 - `read_logged(spec, since, until)`: the logged rows of a time range (the destination's files).
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,6 +194,76 @@ class ServedRows:
             },
             features={**repeated, **missing, **per_candidate},
         )
+
+    @classmethod
+    def concat(cls, parts: Sequence[ServedRows]) -> ServedRows:
+        """The rows of `parts` as one, so a batch of requests is converted to Arrow once (the
+        conversion's fixed cost per column is most of a one-request conversion). Every part must
+        carry the same keys, features and event timestamps (`alike` groups them so)."""
+        if not parts:
+            raise SchemaError("feature log: nothing to concatenate")
+        first = parts[0]
+        if any(_layout(part) != _layout(first) for part in parts[1:]):
+            raise SchemaError("feature log: rows to concatenate must log the same fields")
+        sizes = [len(np.asarray(part.request_ids)) for part in parts]
+        return cls(
+            request_ids=_joined([part.request_ids for part in parts]),
+            logged_at=_joined(
+                [_moments(part.logged_at, n) for part, n in zip(parts, sizes, strict=True)]
+            ),
+            keys={key: _joined([part.keys[key] for part in parts]) for key in first.keys},
+            features={
+                name: _joined([part.features[name] for part in parts]) for name in first.features
+            },
+            event_timestamps={
+                name: _joined(
+                    [
+                        _moments(part.event_timestamps[name], n)
+                        for part, n in zip(parts, sizes, strict=True)
+                    ]
+                )
+                for name in first.event_timestamps
+            },
+        )
+
+
+Layout = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+
+
+def _layout(rows: ServedRows) -> Layout:
+    """What `rows` logs: its keys, features and timed features (parts concatenate only alike)."""
+    return (
+        tuple(sorted(rows.keys)),
+        tuple(sorted(rows.features)),
+        tuple(sorted(rows.event_timestamps)),
+    )
+
+
+def alike(parts: Sequence[ServedRows]) -> list[list[ServedRows]]:
+    """`parts` grouped by what they log, in first-seen order, each group fit for `concat` (in
+    practice every request of serving logs the same fields: one group)."""
+    grouped: dict[Layout, list[ServedRows]] = {}
+    for part in parts:
+        grouped.setdefault(_layout(part), []).append(part)
+    return list(grouped.values())
+
+
+def _moments(raw: Any, n: int) -> Any:
+    """One aware datetime as [n] datetime64[us] (UTC); anything else as it is."""
+    if isinstance(raw, datetime):
+        if raw.tzinfo is None:
+            raise SchemaError(f"feature log: {raw} has no time zone; pass aware UTC times")
+        return np.full(n, np.datetime64(raw.astimezone(UTC).replace(tzinfo=None), "us"))
+    return raw
+
+
+def _joined(columns: list[Any]) -> Any:
+    """One column from per-part columns: a numpy concatenation where every part is a numeric
+    array of one kind and width, else a list of the values (`_values` reads both)."""
+    arrays = all(isinstance(c, np.ndarray) and c.dtype != object for c in columns)
+    if arrays and len({(c.dtype.kind, c.shape[1:]) for c in columns}) == 1:
+        return np.concatenate(columns)
+    return [value for column in columns for value in column]
 
 
 def logged_table(spec: LogSpec, rows: ServedRows) -> pa.Table:

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ray import serve
 from ray.serve import Application
 
 from pinfeed.artifacts.runs import load_run
@@ -32,10 +31,11 @@ from serving.config import (
     parse_serving_config,
     user_configs,
 )
-from serving.deploy import deploy, token_digest
+from serving.deploy import deploy, shutdown, token_digest
 from serving.deployments.feedback_sink import FeedbackSink
 from serving.deployments.ranker import Ranker
 from serving.deployments.recommender import Recommender
+from serving.environment import serve_environment
 from serving.http.ingress import ingress_deployment
 
 CONFIG_FILE = Path(__file__).resolve().parent / "config.yaml"
@@ -95,6 +95,7 @@ def serve_app(
 
     serve_file = load_serve_file(config_path, overrides=overrides)
     if not ray.is_initialized():
+        serve_environment()  # before Ray starts: its processes read it once
         ray.init(include_dashboard=False, log_to_driver=False)
     resources = ray.cluster_resources()
     fitted = fit_to_cluster(
@@ -119,4 +120,4 @@ def serve_forever(
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
+        shutdown()

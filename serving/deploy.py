@@ -121,6 +121,28 @@ def deploy(serve_file: ServeFile, *, host: str, port: int, timeout_s: float = 30
     return f"http://{http.host if http else host}:{http.port if http else port}"
 
 
+def shutdown(timeout_s: float = 120.0) -> None:
+    """`serve.shutdown()`, then wait until the Serve controller has exited (killing it after
+    `timeout_s`). `serve.shutdown` gives up after 30 s and returns while the controller may
+    still be draining (in throughput-optimised mode an ingress replica drains for at least
+    `RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`, 30 s by default); a `serve.start` in that
+    window attaches to the dying controller and fails when it exits."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    serve.shutdown()
+    deadline = time.monotonic() + timeout_s
+    while ray.is_initialized():
+        try:
+            controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:  # no such actor: gone
+            return
+        if time.monotonic() > deadline:
+            ray.kill(controller, no_restart=True)
+            return
+        time.sleep(POLL_S)
+
+
 def active_models(app_name: str = APP_NAME) -> ActiveModels:
     """What the app's Recommender is configured to serve (its target `user_config`)."""
     app = _details().applications.get(app_name)

@@ -41,6 +41,9 @@ def ray_local() -> Iterator[None]:
     """One small local Ray for the whole session (2 CPUs, no dashboard); Serve tests share it."""
     import ray
 
+    from serving.environment import serve_environment
+
+    serve_environment()  # the Serve settings `pinfeed serve` ships with
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

@@ -33,6 +33,7 @@ from feature_repo.feature_logging import (
     FeatureLogBuffer,
     LogSpec,
     ServedRows,
+    alike,
     log_spec,
     logged_table,
     read_logged,
@@ -163,6 +164,41 @@ def test_for_request_takes_serving_arrays(world: World) -> None:
     assert set(table.column("user_features__user_impressions_7d__status").to_pylist()) == {
         NOT_LOGGED
     }
+
+
+def test_requests_converted_together_log_the_rows_of_each(world: World) -> None:
+    """The feature logger converts a flush's requests in one batch: the table equals the
+    requests' own tables end to end, across requests of different sizes and times, a user
+    value present in one request and missing in another, and embeddings given as [K, D] arrays
+    in one request and as lists in another; requests logging other fields form their own group."""
+    at = T0 + DAY + 12 * HOUR
+    content = "pin_content__content_embedding"
+    impressions = "user_features__user_impressions_7d"
+
+    def request(request_id: int, k: int, impressions_7d: float | None, dense: bool) -> ServedRows:
+        embeddings = np.arange(k * 2, dtype=np.float32).reshape(k, 2) + request_id
+        return ServedRows.for_request(
+            request_id, at + request_id * timedelta(seconds=1), user_id=request_id,
+            pin_ids=np.arange(k) + 1, query_pin_ids=np.full(k, -1), cluster_ids=np.arange(k),
+            per_request={impressions: impressions_7d},
+            per_candidate={
+                CLICK_RATE: np.where(np.arange(k) % 2 == 0, 0.5, np.nan),
+                content: embeddings if dense else [e.tolist() for e in embeddings],
+            },
+        )  # fmt: skip
+
+    parts = [request(1, 3, 12.0, True), request(2, 1, None, False), request(3, 4, 7.0, True)]
+    together = logged_table(world.spec, ServedRows.concat(parts))
+    one_by_one = pa.concat_tables([logged_table(world.spec, part) for part in parts])
+    assert together.equals(one_by_one)
+    assert together.num_rows == 8
+    assert together.column(impressions).to_pylist() == [12.0] * 3 + [None] + [7.0] * 4
+    assert together.column("__request_id").to_pylist() == ["1"] * 3 + ["2"] + ["3"] * 4
+    other = replace(parts[0], features={CLICK_RATE: parts[0].features[CLICK_RATE]})
+    groups = alike([parts[0], other, parts[1]])
+    assert [len(group) for group in groups] == [2, 1]
+    with pytest.raises(SchemaError, match="same fields"):
+        ServedRows.concat([parts[0], other])
 
 
 def test_unaltered_logs_match_the_offline_recomputation(world: World) -> None:

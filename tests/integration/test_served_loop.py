@@ -37,6 +37,7 @@ from pinfeed.query_selection import SelectionConfig, UserClusters, select_querie
 from pinfeed.traffic.served import SERVED_DB, LocalServedLog
 from pinfeed_cli import steps
 from serving.config import ServingConfig
+from serving.deploy import shutdown
 from serving.stages.online import read_rows
 from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
 from tests.support.serving import call, flush_served, start_app
@@ -68,8 +69,6 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(ray_local: None, home: ProjectHome, state_dir: Path) -> Iterator[str]:
-    from ray import serve
-
     config = ServingConfig(
         home=home.root,
         run_id=RUN_ID,
@@ -79,7 +78,7 @@ def base_url(ray_local: None, home: ProjectHome, state_dir: Path) -> Iterator[st
         feature_log_flush_s=0.5,
     )
     yield start_app(config, replicas={"FeedbackSink": 2})
-    serve.shutdown()
+    shutdown()
 
 
 def recommend(base_url: str, request_id: int, user_id: int, k: int = 30) -> dict[str, Any]:

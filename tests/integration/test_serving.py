@@ -4,9 +4,11 @@
 One Serve app for the module, deployed declaratively like `serve run`. Covers: k distinct items
 with probabilities in [0, 1] and utilities equal to the weighted sum; cold start; a weight
 reload reordering without restart; a switch to another run under concurrent requests, none
-failing and each answer naming one run; bad input -> 4xx naming the field (hand cases and a
-schemathesis fuzz over the OpenAPI schema); feedback -> realtime reward -> the next request's
-query selection; acknowledged feedback surviving a SIGKILL of the feedback replica.
+failing and each answer naming one run; bad input -> 4xx naming the field (hand cases, a
+schemathesis fuzz over the OpenAPI schema, and 1,050 derandomised broken bodies: non-standard
+number tokens, truncation, stray bytes, wrong content types); feedback -> realtime reward ->
+the next request's query selection; acknowledged feedback surviving a SIGKILL of the feedback
+replica; the answer and stage metrics on Ray's Prometheus page.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from feature_repo.store import open_store
@@ -34,7 +37,7 @@ from pinfeed.query_selection import SelectionConfig, UserClusters, select_querie
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import HeadWeights, UtilityWeights
 from serving.config import ServingConfig
-from serving.deploy import active_models
+from serving.deploy import active_models, shutdown
 from serving.stages.active import run_weights
 from serving.stages.online import read_rows
 from tests.support.homes import RUN_ID, RUN_ID_B, shared_serving_home, users_with_clusters
@@ -57,14 +60,12 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(ray_local: None, home: ProjectHome, state_dir: Path) -> Iterator[str]:
-    from ray import serve
-
     os.environ["PINFEED_ADMIN_TOKEN"] = TOKEN
     config = ServingConfig(
         home=home.root, run_id=RUN_ID, state_dir=state_dir, selection=SELECTION, candidates=200
     )
     yield start_app(config)
-    serve.shutdown()
+    shutdown()
     os.environ.pop("PINFEED_ADMIN_TOKEN", None)
 
 
@@ -385,9 +386,131 @@ def test_malformed_bodies_are_4xx_naming_the_body(
         assert status == 413 and answer["detail"][0]["loc"] == ["body"], answer
 
 
+FIELDS = {
+    "/recommend": ["user_id", "k", "context_pin_id", "exclude_seen"],
+    "/feedback": ["request_id", "pin_id", "kind", "event_ts", "user_id", "dwell_s", "events"],
+    "/admin/reload": ["run_id", "utility"],
+}
+TOKENS = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1" * 400, b"0x10", b"True",
+          b"'x'", b"undefined", b"\x00", b"\xff\xfe", b"\\ud800", b"{", b"]"]  # fmt: skip
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/json; charset=latin-1",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/octet-stream",
+    "",
+]
+LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["click", "save", "hide", "long_click", "2026-11-25T10:00:00Z", "latest"])
+)
+JSON_VALUE = st.recursive(
+    LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@st.composite
+def fuzzed_body(draw: st.DrawFn, path: str) -> tuple[bytes, str]:
+    """A body for `path`: a JSON object over the route's own field names (and stray ones) with
+    any JSON values, then maybe broken: a non-standard token spliced in for a value, cut short,
+    raw bytes inserted, or wrapped in a list; sent with one of several content types."""
+    names = st.sampled_from(FIELDS[path]) | st.text(max_size=6)
+    raw = json.dumps(draw(st.dictionaries(names, JSON_VALUE, max_size=5))).encode()
+    mutation = draw(st.sampled_from(["none", "token", "truncate", "bytes", "wrap"]))
+    cut = draw(st.integers(min_value=0, max_value=len(raw)))
+    if mutation == "token" and b": " in raw[cut:]:
+        at = raw.index(b": ", cut) + 2
+        raw = raw[:at] + draw(st.sampled_from(TOKENS)) + raw[at:]
+    elif mutation == "truncate":
+        raw = raw[:cut]
+    elif mutation == "bytes":
+        raw = raw[:cut] + draw(st.binary(min_size=1, max_size=16)) + raw[cut:]
+    elif mutation == "wrap":
+        raw = b"[" + raw + b"]"
+    return raw, draw(st.sampled_from(CONTENT_TYPES))
+
+
+FUZZ_CASES = 350
+"""Per route: with the schemathesis cases above, over 1,000 generated requests in all."""
+
+
+@pytest.mark.parametrize("path", ["/recommend", "/feedback", "/admin/reload"])
+def test_fuzzed_bodies_never_5xx(base_url: str, path: str) -> None:
+    """Generated broken bodies (derandomised: the same cases every run): never a 5xx, and every
+    4xx names where the problem is."""
+    seen: list[int] = []
+
+    @given(case=fuzzed_body(path))
+    @settings(
+        max_examples=FUZZ_CASES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def check(case: tuple[bytes, str]) -> None:
+        data, content_type = case
+        status, answer, _ = post_raw(f"{base_url}{path}", data, content_type)
+        seen.append(status)
+        assert status < 500, (data[:200], content_type, status, answer)
+        if status >= 400:
+            assert answer is not None and answer["detail"], (data[:200], status, answer)
+            assert all(problem["loc"] for problem in answer["detail"]), answer
+
+    check()
+    assert len(seen) >= FUZZ_CASES * 0.9  # Hypothesis ran (nearly) the asked number of cases
+    assert any(400 <= s < 500 for s in seen)
+
+
 def test_openapi_docs_served(base_url: str) -> None:
     with urllib.request.urlopen(f"{base_url}/docs", timeout=10) as answer:
         assert answer.status == 200
     with urllib.request.urlopen(f"{base_url}/openapi.json", timeout=10) as answer:
         paths = json.loads(answer.read())["paths"]
     assert {"/recommend", "/feedback", "/admin/reload", "/healthz"} <= set(paths)
+
+
+def prometheus_samples(page: str, name: str) -> dict[str, float]:
+    """{label text: value} of metric `name`'s samples on a Prometheus text page."""
+    samples = {}
+    for line in page.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) :].rsplit(" ", 1)
+            samples[labels] = float(value)
+    return samples
+
+
+def test_request_metrics_reach_prometheus(base_url: str, home: ProjectHome) -> None:
+    """The answer and stage metrics an operator's dashboard reads are on Ray's Prometheus page:
+    answers by kind (an ok and a cold-start answer sent here) and per-stage histograms."""
+    import ray
+
+    recommend(base_url, user_id=users_with_clusters(home)[0], k=5)
+    recommend(base_url, user_id=2**62, k=5)
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    deadline = time.monotonic() + 90.0  # replicas push every few seconds; the agent exports
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+            page = answer.read().decode()
+        answers = prometheus_samples(page, "ray_pinfeed_answers_total")
+        stages = prometheus_samples(page, "ray_pinfeed_stage_ms_count")
+        kinds = {kind for kind in ("ok", "cold_start") for labels in answers
+                 if f'kind="{kind}"' in labels and answers[labels] > 0}  # fmt: skip
+        timed = {stage for stage in ("prepare", "rank", "finish") for labels in stages
+                 if f'stage="{stage}"' in labels and stages[labels] > 0}  # fmt: skip
+        if (kinds, timed) == ({"ok", "cold_start"}, {"prepare", "rank", "finish"}):
+            break
+        assert time.monotonic() < deadline, (answers, stages)
+        time.sleep(2.0)
+    assert all('deployment="Recommender"' in labels for labels in answers)

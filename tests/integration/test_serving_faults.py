@@ -21,6 +21,7 @@ from pinfeed.events import read_event_set
 from pinfeed.home import ProjectHome
 from pinfeed.traffic.feedback_log import RedisFeedbackLog
 from serving.config import ServingConfig
+from serving.deploy import shutdown
 from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
 from tests.support.redis import RedisProcess
 from tests.support.serving import call, flush_served, post_raw, start_app
@@ -56,8 +57,6 @@ def base_url(
     redis_server: RedisProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    from ray import serve
-
     config = ServingConfig(
         home=home.root,
         run_id=RUN_ID,
@@ -66,7 +65,7 @@ def base_url(
         candidates=200,
     )
     yield start_app(config)
-    serve.shutdown()
+    shutdown()
 
 
 def test_feedback_goes_to_the_redis_stream(
