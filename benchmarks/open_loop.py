@@ -78,17 +78,17 @@ def _send(connection: http.client.HTTPConnection, body: str) -> tuple[int, bool,
     return 200, bool(answer.get("degraded", False)), str(answer.get("model_version", ""))
 
 
-def _worker(port: int, jobs: queue.SimpleQueue, start: float, timeout_s: float, out: list) -> None:
+def _worker(port: int, jobs: queue.SimpleQueue, start: float, timeout_s: float, out: dict) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     while (job := jobs.get()) is not None:
-        due, body = job
+        index, due, body = job
         try:
             status, degraded, version = _send(connection, body)
         except (OSError, http.client.HTTPException, ValueError):
             status, degraded, version = 0, False, ""
             connection.close()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
-        out.append(Outcome(due, time.perf_counter() - start - due, status, degraded, version))
+        out[index] = Outcome(due, time.perf_counter() - start - due, status, degraded, version)
 
 
 def _run(
@@ -107,7 +107,7 @@ def _run(
     rng = np.random.default_rng(seed + 1)
     bodies = [json.dumps({"user_id": int(u), "k": k}) for u in rng.choice(users, len(schedule))]
     jobs: queue.SimpleQueue = queue.SimpleQueue()
-    out: list[Outcome] = []
+    out: dict[int, Outcome] = {}
     started_at, start = time.time(), time.perf_counter()
     pool = [
         threading.Thread(target=_worker, args=(port, jobs, start, timeout_s, out), daemon=True)
@@ -115,16 +115,22 @@ def _run(
     ]
     for thread in pool:
         thread.start()
-    for due, body in zip(schedule, bodies, strict=True):
+    for index, (due, body) in enumerate(zip(schedule, bodies, strict=True)):
         wait = start + due - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
-        jobs.put((float(due), body))
+        jobs.put((index, float(due), body))
     for _ in pool:
         jobs.put(None)
+    give_up = time.perf_counter() + timeout_s + 5.0
     for thread in pool:
-        thread.join(timeout=timeout_s + 5.0)
-    results.put(OpenLoopRun(started_at, sorted(out, key=lambda o: o.scheduled_s)))
+        thread.join(timeout=max(0.0, give_up - time.perf_counter()))
+    ended = time.perf_counter() - start
+    outcomes = [  # a request still queued or in flight now failed, as slow as it has been
+        out.get(index, Outcome(float(due), ended - float(due), 0, False, ""))
+        for index, due in enumerate(schedule)
+    ]
+    results.put(OpenLoopRun(started_at, outcomes))
 
 
 def open_loop(
@@ -145,24 +151,32 @@ def open_loop(
         target=_run, args=(port, users, k, rate, seconds, workers, seed, timeout_s, results)
     )
     process.start()
-    run = results.get()
-    process.join()
+    try:
+        run = results.get(timeout=seconds + timeout_s + 120.0)
+    except queue.Empty:
+        raise RuntimeError(
+            f"the open-loop load process gave no results (exit code {process.exitcode})"
+        ) from None
+    finally:
+        process.join(timeout=30.0)
     return run
 
 
 def summarise(rate: float, seconds: float, outcomes: list[Outcome]) -> OpenLoopResult:
     """Percentiles over every request (an error counts at its latency too: a fast 503 is
-    not hidden, a timeout is as slow as it was), throughput of 200s per second."""
+    not hidden, a timeout is as slow as it was), throughput of 200s per second from the start
+    until the last answer (past saturation answers arrive long after the schedule ends)."""
     if not outcomes:
         return OpenLoopResult(rate, 0, float("nan"), float("nan"), 0.0, 0, 0)
     ms = np.array([o.latency_s for o in outcomes]) * 1000.0
     ok = sum(1 for o in outcomes if o.status == 200)
+    span = max(seconds, max(o.scheduled_s + o.latency_s for o in outcomes))
     return OpenLoopResult(
         rate=rate,
         sent=len(outcomes),
         p50_ms=float(np.percentile(ms, 50)),
         p99_ms=float(np.percentile(ms, 99)),
-        rps=ok / seconds,
+        rps=ok / span,
         errors=len(outcomes) - ok,
         degraded=sum(1 for o in outcomes if o.degraded),
     )

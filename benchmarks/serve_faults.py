@@ -10,7 +10,8 @@ Scenarios (`--scenarios`, each its own run; the fault at `--fault-at` s, lasting
   snapshot; the fault window (reported) runs from the shutdown until the server answers again,
   so it includes the save and the load.
 - recommender-killed / ranker-killed: SIGKILL of one replica process of that deployment (Serve
-  starts a new one); `--replicas 2` runs two of each, so the other one carries the load.
+  starts a new one); `--replicas 2` runs two of each, so the other one carries the load. A
+  kill (and a reload) is over once injected: its recovery counts from the injection.
 - reload: `/admin/reload` to new utility weights mid-run; no answer may fail, and every answer
   names the old or the new version, never another.
 
@@ -105,16 +106,13 @@ def start_app(home: Path, redis_url: str, state: Path, replicas: int) -> str:
 
 
 def replica_pid(deployment: str) -> int:
-    """The process of the deployment's running replica (from the Serve controller's details)."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeInstanceDetails
+    """The process of one running replica of `deployment`."""
+    from serving.deploy import replica_pids
 
-    details = ServeInstanceDetails(**_get_global_client().get_serve_details())
-    replicas = details.applications["pinfeed"].deployments[deployment].replicas
-    running = [r.pid for r in replicas if r.state.value == "RUNNING" and r.pid]
+    running = replica_pids(deployment)
     if not running:
         raise RuntimeError(f"no running replica of {deployment}")
-    return int(running[0])
+    return running[0]
 
 
 def reload_weights(url: str, version: str) -> None:
@@ -127,8 +125,9 @@ def reload_weights(url: str, version: str) -> None:
 
 def fault(
     scenario: str, redis: RedisProcess, url: str
-) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(inject, clear) for `scenario`."""
+) -> tuple[Callable[[], None], Callable[[], None] | None]:
+    """(inject, clear) for `scenario`; clear is None for a fault that is over once injected
+    (a kill, a reload): its recovery counts from the injection."""
     if scenario == "redis-hung":
         return redis.pause, redis.resume
     if scenario == "redis-stopped":
@@ -145,9 +144,9 @@ def fault(
         return stop, restart
     if scenario in ("recommender-killed", "ranker-killed"):
         deployment = "Recommender" if scenario == "recommender-killed" else "Ranker"
-        return lambda: os.kill(replica_pid(deployment), signal.SIGKILL), lambda: None
+        return lambda: os.kill(replica_pid(deployment), signal.SIGKILL), None
     if scenario == "reload":
-        return lambda: reload_weights(url, f"faults-{time.time_ns()}"), lambda: None
+        return lambda: reload_weights(url, f"faults-{time.time_ns()}"), None
     raise SystemExit(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
 
 
@@ -177,6 +176,9 @@ def run_scenario(
             time.sleep(args.fault_at)
             moments["injected"] = time.time()
             inject()
+            if clear is None:
+                moments["cleared"] = moments["injected"]
+                return
             time.sleep(args.fault_s)
             clear()
             moments["cleared"] = time.time()
@@ -254,7 +256,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="serve-faults-"))
     redis = RedisProcess(workdir / "redis")
     redis.start()
-    results = []
+    results: list[FaultResult] = []
     try:
         load_redis(home, redis.endpoint.url)
         url = start_app(args.root.resolve(), redis.endpoint.url, workdir / "state", args.replicas)
@@ -262,12 +264,12 @@ def main() -> None:
             results.append(run_scenario(scenario, url, redis, users, args))
             print(table(results[-1:]), flush=True)
             time.sleep(5.0)  # let the app settle (a replaced replica, a reloaded store)
+    finally:  # what finished is kept even when a scenario fails
+        print(table(results))
+        if args.json is not None:
+            args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
         shutdown()
-    finally:
         redis.stop()
-    print(table(results))
-    if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 
 
 if __name__ == "__main__":

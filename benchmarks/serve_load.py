@@ -278,8 +278,11 @@ def best_rps(results: list[LevelResult], variant: str) -> float:
 def open_levels(
     port: int, users: list[int], k: int, best: float, fractions: list[float], seconds: float
 ) -> list[tuple[float, OpenLoopResult]]:
-    """Open-loop runs at `fractions` of `best` req/s."""
+    """Open-loop runs at `fractions` of `best` req/s (none when no level was error-free)."""
     runs = []
+    if best <= 0:
+        print("no zero-error closed-loop level: open-loop runs skipped")
+        return runs
     for fraction in fractions:
         rate = fraction * best
         run = open_loop(port, users, k, rate, seconds)

@@ -206,6 +206,8 @@ class ServedRows:
         if any(_layout(part) != _layout(first) for part in parts[1:]):
             raise SchemaError("feature log: rows to concatenate must log the same fields")
         sizes = [len(np.asarray(part.request_ids)) for part in parts]
+        for part, n in zip(parts, sizes, strict=True):
+            _check_lengths(part, n)
         return cls(
             request_ids=_joined([part.request_ids for part in parts]),
             logged_at=_joined(
@@ -246,6 +248,22 @@ def alike(parts: Sequence[ServedRows]) -> list[list[ServedRows]]:
     for part in parts:
         grouped.setdefault(_layout(part), []).append(part)
     return list(grouped.values())
+
+
+def _check_lengths(rows: ServedRows, n: int) -> None:
+    """Every column of one part has its `n` rows (in a concatenation, a column one short in
+    one part and one long in the next would shift values across requests unnoticed)."""
+    columns = {**rows.keys, **rows.features}
+    columns |= {
+        f"{name}{TIMESTAMP_SUFFIX}": stamps
+        for name, stamps in rows.event_timestamps.items()
+        if not isinstance(stamps, datetime)
+    }
+    if not isinstance(rows.logged_at, datetime):
+        columns[LOG_TIMESTAMP_FIELD] = rows.logged_at
+    for name, column in columns.items():
+        if len(column) != n:
+            raise SchemaError(f"feature log: {name!r} has {len(column)} value(s) for {n} row(s)")
 
 
 def _moments(raw: Any, n: int) -> Any:

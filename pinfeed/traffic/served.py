@@ -60,6 +60,9 @@ class ServedLog(ABC):
     def read_all(self) -> list[ServedItem]:
         """Every recorded item, in append order."""
 
+    def close(self) -> None:  # noqa: B027 (most logs hold nothing to release)
+        """Release what the log holds open (the local log's append connection)."""
+
 
 def _open(path: Path, *, shared: bool = False) -> sqlite3.Connection:
     """A connection to the local traffic database (`shared`: usable from any thread, the
@@ -80,19 +83,25 @@ def sqlite_connection(path: Path) -> Iterator[sqlite3.Connection]:
         yield connection
 
 
+def _create_table(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS served (request_id INTEGER NOT NULL, "
+        "pin_id INTEGER NOT NULL, item TEXT NOT NULL, UNIQUE (request_id, pin_id))"
+    )
+
+
 class LocalServedLog(ServedLog):
     """Appends go through one connection kept open (opening one per batch cost 4x the CPU of
-    the write itself, on the Recommender's GIL); reads open their own."""
+    the write itself, on the Recommender's GIL); reads open their own. So the database file must
+    stay where it is while a Recommender runs: appends to a deleted or moved file would go to
+    the old one."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._appender: sqlite3.Connection | None = None
         self._appending = threading.Lock()
         with sqlite_connection(path) as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS served (request_id INTEGER NOT NULL, "
-                "pin_id INTEGER NOT NULL, item TEXT NOT NULL, UNIQUE (request_id, pin_id))"
-            )
+            _create_table(db)
 
     def append(self, items: list[ServedItem]) -> None:
         rows = [(i.request_id, i.pin_id, _json(i)) for i in items]
@@ -100,14 +109,20 @@ class LocalServedLog(ServedLog):
             try:
                 if self._appender is None:
                     self._appender = _open(self.path, shared=True)
+                    with self._appender:
+                        _create_table(self._appender)
                 with self._appender:  # one transaction, committed (fsync) on return
                     self._appender.executemany(
                         "INSERT OR IGNORE INTO served (request_id, pin_id, item) VALUES (?, ?, ?)",
                         rows,
                     )
-            except sqlite3.Error:  # reopen on the next append (a full disk, a moved file)
+            except sqlite3.Error:  # reopen on the next append (a full disk, a long lock)
                 self._close_appender()
                 raise
+
+    def close(self) -> None:
+        with self._appending:
+            self._close_appender()
 
     def _close_appender(self) -> None:
         if self._appender is not None:

@@ -8,7 +8,7 @@ pin's content, and the reward of the item's source cluster as selection saw it. 
 evaluate skew` joins these rows to a point-in-time offline recomputation.
 
 The Recommender only puts references on a bounded queue (`offer`); one thread gathers them
-and every `flush_s` seconds converts them to Feast's log layout in one batch and writes one
+and every `flush_s` seconds converts them to Feast's log layout in batches and writes one
 parquet file. A full queue drops the request's vectors and counts them (`dropped`): feature
 logs are a sample, answers come first.
 """
@@ -31,6 +31,9 @@ from serving.stages.pin_cache import PinFeatureCache
 from serving.stages.pipeline import Prepared, Recommendation
 
 logger = logging.getLogger(__name__)
+BATCH_REQUESTS = 32
+"""Requests converted per call: most of the saving (0.31 against 1.86 ms per request at 100),
+while one call holds the GIL for ~10 ms, not for a whole flush's worth of traffic."""
 CONTENT = "pin_content__content_embedding"
 TOPIC = "pin_content__topic"
 QUERY_CONTENT = "query_pin_content__content_embedding"
@@ -132,16 +135,22 @@ class FeatureLogger:
                 written = time.monotonic()
 
     def _convert(self, pending: list[ServedRows]) -> None:
-        """The pending requests to Arrow in one batch (per request, the conversion's fixed cost
-        was most of the feature log's CPU, taken from the GIL the request path needs); a batch
-        that fails is retried request by request, so a bad request loses only its own rows."""
-        for group in alike(pending):
+        """The pending requests to Arrow in batches of `BATCH_REQUESTS` (per request, the
+        conversion's fixed cost was most of the feature log's CPU, taken from the GIL the
+        request path needs); a batch that fails is retried request by request, so a bad request
+        loses only its own rows."""
+        batches = [
+            group[start : start + BATCH_REQUESTS]
+            for group in alike(pending)
+            for start in range(0, len(group), BATCH_REQUESTS)
+        ]
+        for batch in batches:
             try:
-                self.buffer.add(ServedRows.concat(group))
+                self.buffer.add(ServedRows.concat(batch))
                 continue
             except Exception:
                 logger.exception("feature log batch conversion failed; trying each request")
-            for rows in group:
+            for rows in batch:
                 try:
                     self.buffer.add(rows)
                 except Exception:

@@ -95,6 +95,7 @@ class ServedRecorder:
     def close(self) -> None:
         self._queue.put(None)
         self._writer.join(timeout=10.0)
+        self.log.close()
 
     def _drain(self) -> None:
         while True:

@@ -43,6 +43,7 @@ from pinfeed.errors import ConfigError, SchemaError
 from pinfeed.home import ProjectHome
 from pinfeed_cli import app
 from pinfeed_cli.steps import default_materialize_end
+from serving.stages.feature_log import FeatureLogger
 from tests.support.homes import RETRIEVAL_WORLD, data_home, make_home
 from tests.support.tables import T0, write_tables
 
@@ -194,11 +195,38 @@ def test_requests_converted_together_log_the_rows_of_each(world: World) -> None:
     assert together.num_rows == 8
     assert together.column(impressions).to_pylist() == [12.0] * 3 + [None] + [7.0] * 4
     assert together.column("__request_id").to_pylist() == ["1"] * 3 + ["2"] + ["3"] * 4
+    dense = [parts[0], parts[2]]  # every part [K, D]: one numpy concatenation
+    assert isinstance(ServedRows.concat(dense).features[content], np.ndarray)
+    assert logged_table(world.spec, ServedRows.concat(dense)).equals(
+        pa.concat_tables([logged_table(world.spec, part) for part in dense])
+    )
     other = replace(parts[0], features={CLICK_RATE: parts[0].features[CLICK_RATE]})
     groups = alike([parts[0], other, parts[1]])
     assert [len(group) for group in groups] == [2, 1]
     with pytest.raises(SchemaError, match="same fields"):
         ServedRows.concat([parts[0], other])
+    short = replace(parts[0], features={**parts[0].features, CLICK_RATE: np.array([0.5, 0.5])})
+    with pytest.raises(SchemaError, match=CLICK_RATE):  # 2 values for 3 rows, caught per part
+        ServedRows.concat([short, parts[2]])
+
+
+def test_a_bad_request_in_a_batch_loses_only_its_own_rows(world: World) -> None:
+    """The feature logger converts a flush in batches; when a batch fails on one request's
+    value, the others of the batch are still logged and the bad one is counted as dropped."""
+    at = T0 + DAY + 13 * HOUR
+
+    def request(request_id: int, click_rate: Any) -> ServedRows:
+        return ServedRows.for_request(
+            request_id, at, user_id=request_id, pin_ids=np.array([1, 2]),
+            query_pin_ids=np.array([-1, -1]), cluster_ids=np.array([-1, -1]),
+            per_request={}, per_candidate={CLICK_RATE: click_rate},
+        )  # fmt: skip
+
+    logger = FeatureLogger(world.store, capacity=16, flush_s=3600.0)
+    good = [request(1, np.array([0.1, 0.2])), request(3, np.array([0.3, 0.4]))]
+    logger._convert([good[0], request(2, ["not", "a rate"]), good[1]])
+    assert logger.dropped == 1
+    assert logger.buffer.pending_rows == 4
 
 
 def test_unaltered_logs_match_the_offline_recomputation(world: World) -> None:
