@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.open_loop import Outcome, open_loop
-from benchmarks.serve_load import RUN_ID, build_home
+from benchmarks.serve_load import RUN_ID, build_home, start_serve
 from pinfeed.home import ProjectHome
 from pinfeed.redis_server import RedisProcess
 
@@ -75,34 +75,6 @@ def load_redis(home: ProjectHome, url: str) -> None:
         end=datetime.now(UTC),
         start=datetime(1970, 1, 2, tzinfo=UTC),
     )
-
-
-def start_app(home: Path, redis_url: str, state: Path, replicas: int) -> str:
-    import ray
-
-    from serving.client import wait_healthy
-    from serving.config import ActorOptions, DeploymentSettings, ServeFile, ServingConfig
-    from serving.deploy import deploy
-    from serving.environment import serve_environment
-
-    serve_environment()
-    os.environ["PINFEED_ADMIN_TOKEN"] = TOKEN
-    ray.init(include_dashboard=False, log_to_driver=False)
-    config = ServingConfig(home=home, run_id=RUN_ID, redis_url=redis_url, state_dir=state)
-    light = ActorOptions(num_cpus=0)
-    settings = tuple(
-        DeploymentSettings(
-            name=name,
-            num_replicas=replicas if name in ("Recommender", "Ranker") else 1,
-            max_ongoing_requests=ongoing,
-            ray_actor_options=light,
-        )
-        for name, ongoing in (("Ingress", 64), ("Recommender", 8), ("Ranker", 16),
-                              ("FeedbackSink", 16))
-    )  # fmt: skip
-    url = deploy(ServeFile(args=config, deployments=settings), host="127.0.0.1", port=PORT)
-    wait_healthy(url, timeout_s=600)
-    return url
 
 
 def replica_pid(deployment: str) -> int:
@@ -259,7 +231,16 @@ def main() -> None:
     results: list[FaultResult] = []
     try:
         load_redis(home, redis.endpoint.url)
-        url = start_app(args.root.resolve(), redis.endpoint.url, workdir / "state", args.replicas)
+        from serving.config import ServingConfig
+
+        os.environ["PINFEED_ADMIN_TOKEN"] = TOKEN  # read by the deploy; reload_weights sends it
+        config = ServingConfig(
+            home=args.root.resolve(),
+            run_id=RUN_ID,
+            redis_url=redis.endpoint.url,
+            state_dir=workdir / "state",
+        )
+        url = start_serve(config, PORT, model_replicas=args.replicas)
         for scenario in args.scenarios.split(","):
             results.append(run_scenario(scenario, url, redis, users, args))
             print(table(results[-1:]), flush=True)

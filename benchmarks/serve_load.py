@@ -42,11 +42,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks.open_loop import OpenLoopResult, open_loop, summarise
 from pinfeed.home import ProjectHome
+
+if TYPE_CHECKING:
+    from serving.config import ServingConfig
 
 RUN_ID = "tiny-run"
 HEADERS = {"content-type": "application/json"}
@@ -146,26 +150,34 @@ def floor(home: Path, users: list[int], k: int, seconds: float) -> LevelResult:
     )
 
 
-def start_serve(home: Path, port: int) -> None:
+def start_serve(config: ServingConfig, port: int, model_replicas: int = 1) -> str:
+    """Start a local Ray (Serve's environment first) and deploy the app at 0 CPUs per replica
+    with `model_replicas` Recommender and Ranker replicas; the healthy base URL."""
     import ray
 
     from serving.client import wait_healthy
-    from serving.config import ActorOptions, DeploymentSettings, ServeFile, ServingConfig
+    from serving.config import ActorOptions, DeploymentSettings, ServeFile
     from serving.deploy import deploy
     from serving.environment import serve_environment
 
     print("Serve environment:", serve_environment())
     ray.init(include_dashboard=False, log_to_driver=False)
-    config = ServingConfig(home=home, run_id=RUN_ID)
     light = ActorOptions(num_cpus=0)
-    settings = (
-        DeploymentSettings(name="Ingress", max_ongoing_requests=64, ray_actor_options=light),
-        DeploymentSettings(name="Recommender", max_ongoing_requests=8, ray_actor_options=light),
-        DeploymentSettings(name="Ranker", max_ongoing_requests=16, ray_actor_options=light),
-        DeploymentSettings(name="FeedbackSink", ray_actor_options=light),
+    settings = tuple(
+        DeploymentSettings(
+            name=name,
+            num_replicas=model_replicas if name in ("Recommender", "Ranker") else 1,
+            max_ongoing_requests=ongoing,
+            ray_actor_options=light,
+        )
+        for name, ongoing in (("Ingress", 64), ("Recommender", 8), ("Ranker", 16),
+                              ("FeedbackSink", 16))
+    )  # fmt: skip
+    url = deploy(
+        ServeFile(args=config, deployments=settings), host="127.0.0.1", port=port, timeout_s=600
     )
-    deploy(ServeFile(args=config, deployments=settings), host="127.0.0.1", port=port, timeout_s=600)
-    wait_healthy(f"http://127.0.0.1:{port}", timeout_s=600)
+    wait_healthy(url, timeout_s=600)
+    return url
 
 
 def start_fastapi(home: Path, port: int) -> subprocess.Popen:
@@ -373,7 +385,9 @@ def main() -> None:
     if "serve" in variants:
         from ray import serve
 
-        start_serve(args.root.resolve(), 8011)
+        from serving.config import ServingConfig
+
+        start_serve(ServingConfig(home=args.root.resolve(), run_id=RUN_ID), 8011)
         results += [measure("serve", 8011, users, args.k, c, args.seconds) for c in levels]
         if fractions:
             best = best_rps(results, "serve")
