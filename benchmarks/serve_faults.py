@@ -67,14 +67,11 @@ class FaultResult:
 
 
 def load_redis(home: ProjectHome, url: str) -> None:
-    """Every online view of the bench home into Redis, from the epoch to now (a full load)."""
+    """Every online view of the bench home into a new Redis (a store never loaded gets a
+    full load, whatever the shared registry says)."""
     from feature_repo.store import materialize, open_store
 
-    materialize(
-        open_store(home, redis_url=url),
-        end=datetime.now(UTC),
-        start=datetime(1970, 1, 2, tzinfo=UTC),
-    )
+    materialize(open_store(home, redis_url=url), end=datetime.now(UTC))
 
 
 def replica_pid(deployment: str) -> int:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.data_source import DataSource, PushMode
 from feast.errors import FeastObjectNotFoundException
 
+from feature_repo.freshness import offline_times
+from feature_repo.load_ledger import LoadMark, new_mark, open_ledger
 from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 from pinfeed.home import ProjectHome
 
@@ -159,41 +161,89 @@ def apply_definitions(store: FeatureStore) -> None:
     store.apply(objects, objects_to_delete=stale, partial=False)
 
 
+@dataclass(frozen=True)
+class LoadWindow:
+    """One view's window loaded by `materialize`; `start is None`: nothing new to load."""
+
+    view: str
+    start: datetime | None
+    end: datetime
+    why: str  # "first load" | "full" | "since" | "new rows" | "up to date"
+
+
 def materialize(
     store: FeatureStore,
     end: datetime,
     start: datetime | None = None,
     views: Sequence[str] | None = None,
-) -> None:
-    """Load the latest feature values up to `end` into the online store.
+    *,
+    full: bool = False,
+) -> list[LoadWindow]:
+    """Load the latest feature values up to `end` into `store`'s online store; the windows.
 
     `views` limits the load to those feature views (the reward job reloads only
-    cluster_reward, leaving the other views' incremental state alone); default: every online view.
-    With `start`, the views are loaded from [start, end]. Without it the load is incremental:
-    each view resumes where its last materialisation ended. A view never materialised starts at
-    `end - ttl` (the oldest value still valid at `end`; the epoch for static views), rather than
-    at Feast's `now - ttl`, so a data set stamped in the past materialises the same way whenever
-    it runs.
+    cluster_reward); default: every online view. With `start`, each view is loaded from
+    [start, end]. Otherwise the load is incremental against what *this* online store holds
+    (`feature_repo.load_ledger`, not the registry the SQLite and Redis configs share): a view
+    the store never held, or every view with `full`, is loaded from `end - ttl` (the oldest
+    value still valid at `end`; the epoch for static views), rather than Feast's `now - ttl`,
+    so a data set stamped in the past loads the same way whenever it runs; a loaded view resumes
+    at its mark and is skipped when its offline table has nothing new. Writes are upserts, so
+    a window loaded twice changes nothing.
     """
     end = _utc(end, "end")
+    since = _utc(start, "start") if start is not None else None
+    ledger = open_ledger(store)
+    marks = ledger.read()
     online = [view for view in store.list_feature_views() if view.online]
     chosen = [view for view in online if views is None or view.name in views]
-    if start is not None:
-        names = [view.name for view in chosen]
-        store.materialize(start_date=_utc(start, "start"), end_date=end, feature_views=names)
-        return
-    by_start: dict[datetime, list[str]] = defaultdict(list)
+    windows: list[LoadWindow] = []
     for view in chosen:
-        by_start[_resume_point(view, end)].append(view.name)
-    for view_start, names in sorted(by_start.items()):
-        if view_start < end:
-            store.materialize(start_date=view_start, end_date=end, feature_views=names)
+        mark = marks.get(view.name)
+        newest, first_unloaded = offline_times(view, mark.resume_at if mark else None)
+        newest = newest or EPOCH
+        window = _window(view, mark, newest, end, since, full)
+        windows.append(window)
+        if window.start is None or window.start >= end:
+            continue
+        store.materialize(start_date=window.start, end_date=end, feature_views=[view.name])
+        if _contiguous(view, mark, window, first_unloaded):
+            ledger.write([new_mark(view.name, end, newest)])
+    return windows
 
 
-def _resume_point(view: FeatureView, end: datetime) -> datetime:
-    if view.most_recent_end_time is not None:
-        ended = view.most_recent_end_time
-        return ended.replace(tzinfo=UTC) if ended.tzinfo is None else ended.astimezone(UTC)
+def _window(
+    view: FeatureView,
+    mark: LoadMark | None,
+    offline_newest: datetime,
+    end: datetime,
+    since: datetime | None,
+    full: bool,
+) -> LoadWindow:
+    if since is not None:
+        return LoadWindow(view.name, since, end, "since")
+    if full or mark is None:
+        return LoadWindow(view.name, _first_start(view, end), end, "full" if full else "first load")
+    appended = offline_newest > mark.offline_newest
+    unloaded = mark.offline_newest > mark.loaded_until and end > mark.loaded_until
+    if not (appended or unloaded):
+        return LoadWindow(view.name, None, end, "up to date")
+    return LoadWindow(view.name, mark.resume_at, end, "new rows")
+
+
+def _contiguous(
+    view: FeatureView, mark: LoadMark | None, window: LoadWindow, first_unloaded: datetime | None
+) -> bool:
+    """Whether the store now holds every row up to the window's end, so the mark may move: a
+    `--since` window that starts after the oldest row not loaded yet leaves a gap."""
+    if window.why != "since" or window.start is None:
+        return True
+    if mark is None:
+        return window.start <= _first_start(view, window.end)
+    return first_unloaded is None or window.start <= first_unloaded
+
+
+def _first_start(view: FeatureView, end: datetime) -> datetime:
     if view.ttl is None or view.ttl <= timedelta(0):
         return EPOCH
     return end - view.ttl
@@ -234,6 +284,14 @@ def service_feature_names(store: FeatureStore, name: str) -> tuple[str, ...]:
         for projection in feature_service(store, name).feature_view_projections
         for feature in projection.features
     )
+
+
+def service_views(store: FeatureStore, name: str) -> tuple[str, ...]:
+    """The feature views service `name` reads (a view projected twice counts once)."""
+    views = [
+        projection.name for projection in feature_service(store, name).feature_view_projections
+    ]
+    return tuple(dict.fromkeys(views))
 
 
 def online_features(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from pinfeed_cli import steps
 from pinfeed_cli.common import HomeOption, console, counts_table, project_errors, project_home
@@ -52,10 +53,77 @@ def materialize(
             "ingest-served` + `features build` rewrote rows already loaded)."
         ),
     ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Reload every view whole, whatever was loaded.")
+    ] = False,
     home: HomeOption = None,
 ) -> None:
-    """Load the latest feature values into the online store (incremental unless --since)."""
-    console.print(steps.materialize(project_home(home), end, since))
+    """Load the latest feature values into the online store: incremental against what that
+    store holds (a store never loaded, e.g. a new Redis, gets everything), or --since / --full."""
+    windows = steps.load_online(project_home(home), end, since, full=full)
+    table = Table(title="online store load")
+    for column in ("view", "from", "to", "why"):
+        table.add_column(column)
+    for window in windows:
+        start = window.start.isoformat() if window.start else "-"
+        table.add_row(window.view, start, window.end.isoformat(), window.why)
+    console.print(table)
+
+
+@app.command("status")
+@project_errors
+def status(
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            "--as-of",
+            help="Clock that staleness is measured on (default: the end of the event data; "
+            "pass the current time in production).",
+        ),
+    ] = None,
+    sample: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Entity keys read back per view.")
+    ] = 64,
+    home: HomeOption = None,
+) -> None:
+    """Per feature view: newest offline row, what the online store holds (a sample of keys read
+    back), staleness against the ttl, a verdict and the command that fixes it. Exits 1 when a
+    view the serving feature service reads is not fresh (a deploy gate)."""
+    views, needed = steps.feature_status(project_home(home), as_of, sample)
+    table = Table(title=f"online store at {views[0].as_of.isoformat() if views else '-'}")
+    for column in ("view", "serving", "offline newest", "online newest", "keys", "ttl", "verdict"):
+        table.add_column(column)
+    for view in views:
+        colour = {"fresh": "green", "stale": "yellow"}.get(view.verdict, "red")
+        table.add_row(
+            view.view,
+            "yes" if view.view in needed else "",
+            _stamp(view.offline_newest),
+            _stamp(view.online_newest),
+            f"{view.present}/{view.sampled}",
+            _span(view.ttl),
+            f"[{colour}]{view.verdict}[/]",
+        )
+    console.print(table)
+    failing = [view for view in views if view.verdict != "fresh" and view.view in needed]
+    for view in (v for v in views if v.verdict != "fresh"):
+        console.print(
+            f"{view.view}: {view.verdict}: {view.reason}; fix: {view.fix}", soft_wrap=True
+        )
+    if failing:
+        names = ", ".join(v.view for v in failing)
+        console.print(f"[bold red]not ready to serve:[/] {names}", soft_wrap=True)
+        raise typer.Exit(code=1)
+
+
+def _span(ttl: timedelta | None) -> str:
+    if ttl is None:
+        return "none"
+    return f"{ttl.days}d" if ttl == timedelta(days=ttl.days) else str(ttl)
+
+
+def _stamp(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
 @app.command("training-sets")

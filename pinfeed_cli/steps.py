@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from pinfeed.artifacts.layout import LATEST
+from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 
 if TYPE_CHECKING:
+    from feature_repo.freshness import ViewFreshness
+    from feature_repo.store import LoadWindow
     from training.job import Job
 
 SNAPSHOT_GRACE = timedelta(days=1)
@@ -81,18 +84,62 @@ def default_materialize_end(home: ProjectHome) -> datetime:
     return min(read_event_meta(home.events).end.astimezone(UTC) + SNAPSHOT_GRACE, datetime.now(UTC))
 
 
-def materialize(
-    home: ProjectHome, end: datetime | None = None, since: datetime | None = None
-) -> str:
-    """Incremental up to `end`; with `since`, every view reloaded over [since, end] (after
-    an ingest rewrote feature rows an earlier materialisation already covered)."""
+def load_online(
+    home: ProjectHome,
+    end: datetime | None = None,
+    since: datetime | None = None,
+    *,
+    full: bool = False,
+) -> list[LoadWindow]:
+    """Incremental up to `end` against what the online store holds; with `since`, every view
+    reloaded over [since, end] (after an ingest rewrote feature rows already loaded); with
+    `full`, every view reloaded whole."""
     from feature_repo.store import materialize as load
     from feature_repo.store import open_store
 
+    if full and since is not None:
+        raise ConfigError("--full and --since: pick one (--full reloads everything)")
     stamp = (end or default_materialize_end(home)).astimezone(UTC)
-    load(open_store(home), end=stamp, start=since.astimezone(UTC) if since else None)
-    window = f"from {since.isoformat()} " if since else ""
-    return f"online store filled {window}up to {stamp.isoformat()}"
+    return load(
+        open_store(home), end=stamp, start=since.astimezone(UTC) if since else None, full=full
+    )
+
+
+def materialize(
+    home: ProjectHome,
+    end: datetime | None = None,
+    since: datetime | None = None,
+    *,
+    full: bool = False,
+) -> str:
+    """`load_online`, summarised in one line."""
+    windows = load_online(home, end, since, full=full)
+    loaded = [w.view for w in windows if w.start is not None]
+    stamp = windows[0].end.isoformat() if windows else "-"
+    current = len(windows) - len(loaded)
+    return f"online store: {len(loaded)} view(s) loaded up to {stamp}, {current} already up to date"
+
+
+def feature_status(
+    home: ProjectHome, as_of: datetime | None = None, sample: int = 64
+) -> tuple[list[ViewFreshness], frozenset[str]]:
+    """Each online view's freshness at `as_of` (default: the end of the event data, the clock
+    of the data set) and the views the serving feature service reads."""
+    from feature_repo.freshness import check_views
+    from feature_repo.store import open_store, service_views
+    from serving.stages.online import SERVING_SERVICE
+
+    store = open_store(home)
+    clock = (as_of or _data_end(home)).astimezone(UTC)
+    return check_views(store, clock, sample=sample), frozenset(
+        service_views(store, SERVING_SERVICE)
+    )
+
+
+def _data_end(home: ProjectHome) -> datetime:
+    from pinfeed.events import read_event_meta
+
+    return min(read_event_meta(home.events).end.astimezone(UTC), datetime.now(UTC))
 
 
 def training_sets(home: ProjectHome, seed: int = 0, negative_sample_rate: float = 0.1) -> str:

@@ -37,13 +37,19 @@ from serving.deployments.ranker import Ranker
 from serving.deployments.recommender import Recommender
 from serving.environment import serve_environment
 from serving.http.ingress import ingress_deployment
+from serving.stages.online import connect
+from serving.stages.store_health import require_loaded
 
 CONFIG_FILE = Path(__file__).resolve().parent / "config.yaml"
 
 
 def build_app(config: ServingConfig, deployments: Sequence[DeploymentSettings] = ()) -> Application:
-    """Check the run to serve, then bind the graph with it as the models' `user_config`."""
+    """Check the run to serve and that the online store holds what it reads
+    (`serving.stages.store_health`), then bind the graph with the run as the models'
+    `user_config`."""
     run = load_run(config.project.artifacts, config.run_id)
+    store = connect(config.project, config.redis_url, config.store_timeout_s)
+    require_loaded(store, config.allow_empty_store)
     models = user_configs(ActiveModels(run_id=run.run_id))
     settings = {d.name: d.options() for d in deployments}
     ranker = Ranker.options(**{"user_config": models["Ranker"], **settings.get("Ranker", {})})
@@ -94,6 +100,12 @@ def serve_app(
     import ray
 
     serve_file = load_serve_file(config_path, overrides=overrides)
+    config = serve_file.args
+    # here as well as in build_app (which Serve runs in its controller): the refusal reaches
+    # the operator's terminal as one line, not inside a failed deployment's status
+    require_loaded(
+        connect(config.project, config.redis_url, config.store_timeout_s), config.allow_empty_store
+    )
     if not ray.is_initialized():
         serve_environment()  # before Ray starts: its processes read it once
         ray.init(include_dashboard=False, log_to_driver=False)

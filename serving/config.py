@@ -68,6 +68,11 @@ class ServingConfig(FrozenModel):
         description="after a failed online read, answer degraded without trying the store "
         "for this long (then one read probes it)",
     )
+    allow_empty_store: bool = Field(
+        False,
+        description="deploy even when a view serving reads has no values online (answers are "
+        "then flagged degraded and /healthz says why); default: refuse, naming the fix",
+    )
     selection: SelectionConfig = SelectionConfig()
     candidates: int = Field(500, ge=1, le=5000, description="candidates ranked per request")
     popular_pins: int = Field(500, ge=1, description="cold-start / degraded candidate pool")

@@ -17,11 +17,16 @@ Which run and weights it serves is its `user_config` (`serving.config.ActiveMode
 calls `reconfigure` on every replica when it changes, and the replica switches whole
 (`serving.stages.active`). Every `cache_refresh_s` it checks for a newer materialisation of
 the pin views and reloads the pin cache on a background thread with its own Feast store.
+
+It also checks that the online store holds what it reads (`serving.stages.store_health`) at
+start, on every switch and with every cache refresh: while a serving view is empty, every
+answer is flagged degraded and `status` (so `/healthz`) says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -43,8 +48,10 @@ from serving.stages.pipeline import Pipeline, Recommendation, RecommendQuery
 from serving.stages.ranker import RankerModel
 from serving.stages.retriever import Retriever
 from serving.stages.served import ServedRecorder, served_items
+from serving.stages.store_health import KnownUsers, StoreHealth, check_store
 
 logger = logging.getLogger("ray.serve")
+EMPTY_RECHECK_S = 1.0
 
 
 @serve.deployment(max_ongoing_requests=16)
@@ -59,6 +66,9 @@ class Recommender:
         self.served = ServedRecorder(log, config.served_queue)
         self.feature_log = _feature_logger(self._connect(), config)
         self.metrics = RequestMetrics()
+        self.known_users = KnownUsers.from_store(self._connect())
+        self.store_health = StoreHealth()
+        self._check_store()
         self._checked = time.monotonic()
         self._refresh: asyncio.Future[bool] | None = None
 
@@ -71,6 +81,7 @@ class Recommender:
         """Serve the run and weights of `user_config`; the old pipeline serves meanwhile."""
         models = parse_user_config(ActiveModels, user_config)
         await asyncio.to_thread(self.active.apply, models)
+        await asyncio.to_thread(self._check_store)
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
         """Features -> QuerySelector -> Retriever -> Ranker (handle) -> Scorer."""
@@ -84,12 +95,15 @@ class Recommender:
         logits = await self.ranker.rank.remote(prepared.inputs)
         ranked_at = time.perf_counter()
         result = pipeline.finish(prepared, logits)
+        if self.store_health.empty and not result.degraded:
+            result = dataclasses.replace(result, degraded=True)
         seconds = {
             "prepare": prepared_at - started,
             "rank": ranked_at - prepared_at,
             "finish": time.perf_counter() - ranked_at,
         }
-        self.metrics.record(result.degraded, result.cold_start, seconds)
+        known = result.cold_start and query.user_id in self.known_users
+        self.metrics.record(result.degraded, result.cold_start, seconds, known)
         self.served.offer(served_items(result))
         if self.feature_log is not None:
             self.feature_log.offer(prepared, result)
@@ -119,6 +133,7 @@ class Recommender:
             "model_version": self.active.version,
             "run_id": models.run_id if models else None,
             "error": self.active.error,
+            "store_problem": self.store_health.problem,
             "served_recorded": self.served.recorded,
             "served_dropped": self.served.dropped,
             "features_logged": self.feature_log.logged if self.feature_log else 0,
@@ -133,7 +148,9 @@ class Recommender:
 
     def _refresh_cache_soon(self, pipeline: Pipeline) -> None:
         now = time.monotonic()
-        if now - self._checked < self.config.cache_refresh_s:
+        # an empty store is rechecked every second, so a reload clears the flag at once
+        every = EMPTY_RECHECK_S if self.store_health.empty else self.config.cache_refresh_s
+        if now - self._checked < every:
             return
         if self._refresh is not None and not self._refresh.done():
             return
@@ -143,11 +160,24 @@ class Recommender:
         )
 
     def _refresh_cache(self, pipeline: Pipeline) -> bool:
+        self._check_store()
         try:
             return pipeline.refresh_cache(self._connect())
         except (PinfeedError, *STORE_ERRORS) as error:
             logger.warning("pin cache refresh skipped: %s", error)
             return False
+
+    def _check_store(self) -> None:
+        """Recheck the online store (a failed check keeps the last verdict: the breaker
+        already flags answers while the store is down)."""
+        health = check_store(self._connect())
+        if health.error:
+            logger.warning("%s", health.error)
+            return
+        if health.problem and health.problem != self.store_health.problem:
+            logger.error("answers flagged degraded: %s", health.problem)
+        self.store_health = health
+        self.metrics.record_ages(health.ages_s)
 
 
 def _feature_logger(store: FeatureStore, config: ServingConfig) -> FeatureLogger | None:

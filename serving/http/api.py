@@ -147,7 +147,12 @@ class ReloadResponse(_Model):
 
 
 class Health(_Model):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded: answers come without the online store (see store_problem)"
+    )
+    store_problem: str | None = Field(
+        None, description="why the online store cannot serve (empty views and the fix)"
+    )
     model_version: str = Field(description="what the answering replica serves")
     reload_error: str | None = Field(
         None, description="why the last switch failed on that replica (it kept the old run)"

@@ -205,8 +205,10 @@ def ingress_deployment() -> Deployment:
         @api.get("/healthz", response_model=Health)
         async def healthz(self) -> Health:
             status = await call(self.recommender.status.remote(), ("service",))
+            problem = status["store_problem"]
             return Health(
-                status="ok",
+                status="degraded" if problem else "ok",
+                store_problem=problem,
                 model_version=status["model_version"],
                 reload_error=status["error"],
                 served_at=datetime.now(UTC),

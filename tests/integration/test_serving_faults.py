@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from feature_repo.store import materialize, open_store
 from pinfeed.events import read_event_set
 from pinfeed.home import ProjectHome
 from pinfeed.traffic.feedback_log import RedisFeedbackLog
+from serving.client import get_json
 from serving.config import ServingConfig
 from serving.deploy import shutdown
 from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
@@ -30,9 +31,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 
 def load_redis(home: ProjectHome, url: str) -> None:
-    """Materialise every view into the Redis online store."""
+    """Materialise every view into the Redis online store: the home's SQLite store was loaded
+    already through the same registry, and a Redis never loaded still gets everything."""
     end = read_event_set(home.events).meta.end + timedelta(days=1)
-    materialize(open_store(home, redis_url=url), end=end, start=datetime(1970, 1, 2, tzinfo=UTC))
+    windows = materialize(open_store(home, redis_url=url), end=end)
+    assert all(window.start is not None for window in windows), windows
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,7 @@ def base_url(
         redis_url=redis_server.endpoint.url,
         state_dir=tmp_path_factory.mktemp("serving-faults-state"),
         candidates=200,
+        cache_refresh_s=2.0,  # the online store check runs with the cache refresh
     )
     yield start_app(config)
     shutdown()
@@ -150,3 +154,42 @@ def test_hung_redis_answers_degraded_at_once_then_recovers(
             break
         assert time.monotonic() - resumed < 5.0, answer
         time.sleep(0.2)
+
+
+def test_flushed_store_is_reported_until_reloaded(
+    base_url: str, home: ProjectHome, redis_server: RedisProcess
+) -> None:
+    """An online store that loses its values (FLUSHDB) does not fail a read: every user reads
+    as unknown. The replica's store check notices within a refresh: answers are flagged
+    degraded, /healthz says degraded and names the fix, and cold answers for users the offline
+    store knows are counted. Loading the store again clears it."""
+    from ray import serve
+
+    recommender = serve.get_deployment_handle("Recommender", app_name="pinfeed")
+    user = users_with_clusters(home)[2]
+    cold_before = recommender.status.remote().result().get("answers_cold_known_user", 0)
+    redis_server.endpoint.client().flushdb()
+    deadline = time.monotonic() + 30
+    while True:
+        status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+        assert status == 200, answer
+        if answer["degraded"]:
+            break
+        assert time.monotonic() < deadline, "the flushed store was never reported"
+        time.sleep(0.5)
+    assert answer["cold_start"] and len(answer["items"]) == 5, answer
+    health = get_json(f"{base_url}/healthz", timeout_s=10)
+    assert health["status"] == "degraded", health
+    assert "pinfeed features materialize" in health["store_problem"], health
+    cold = recommender.status.remote().result()["answers_cold_known_user"] - cold_before
+    assert cold >= 1, "a cold answer for a user the offline store knows is counted"
+    load_redis(home, redis_server.endpoint.url)
+    deadline = time.monotonic() + 30
+    while True:
+        status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+        if status == 200 and not answer["degraded"] and not answer["cold_start"]:
+            break
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
+    health = get_json(f"{base_url}/healthz", timeout_s=10)
+    assert health["status"] == "ok" and health["store_problem"] is None, health

@@ -1,0 +1,222 @@
+"""Is the online store fresh? A per-view check that reads the store itself, not the registry.
+
+For each online feature view: the newest row of its offline table, the store's `LoadMark`
+(`feature_repo.load_ledger`), and a sample of entity keys (those with the newest offline rows)
+read back from the online store with their event timestamps. The verdict:
+
+- `empty`: none of the sampled keys has a value online (never loaded, or flushed);
+- `stale`: the offline table has rows the store lacks (appended since the last load, a sampled
+  key whose online value is older than its newest offline row), or the newest online value is
+  older than the view's ttl at `as_of`;
+- `fresh`: otherwise.
+
+`as_of` is the clock staleness is measured on: the caller's (`pinfeed features status`
+defaults to the end of the event data, the clock of a replayed data set; serving uses now).
+Sampling keeps the check to one online read per view whatever the store's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from feast import FeatureStore, FeatureView, FileSource
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+
+from feature_repo.load_ledger import LoadMark, open_ledger
+from pinfeed.errors import ConfigError
+
+Verdict = Literal["fresh", "stale", "empty", "no offline data"]
+SAMPLE = 64
+FIX_LOAD = "pinfeed features materialize"
+FIX_FULL = "pinfeed features materialize --full"
+FIX_BUILD = "pinfeed features build && pinfeed features materialize"
+
+
+@dataclass(frozen=True)
+class OfflineKeys:
+    """A view's offline table, reduced to what the check needs."""
+
+    newest: datetime | None  # newest row's event timestamp
+    keys: tuple[int, ...]  # sampled entity keys, those with the newest rows first
+    key_newest: tuple[datetime, ...]  # each sampled key's newest offline timestamp
+
+
+@dataclass(frozen=True)
+class ViewFreshness:
+    view: str
+    ttl: timedelta | None
+    offline_newest: datetime | None
+    mark: LoadMark | None
+    sampled: int
+    present: int  # sampled keys with a value online
+    lagging: int  # present keys whose online value is older than their newest offline row
+    online_newest: datetime | None
+    as_of: datetime
+    verdict: Verdict
+    reason: str
+    fix: str | None
+
+    @property
+    def age(self) -> timedelta | None:
+        """How old the newest online value is at `as_of`."""
+        return None if self.online_newest is None else self.as_of - self.online_newest
+
+
+def check_views(
+    store: FeatureStore,
+    as_of: datetime,
+    views: Sequence[str] | None = None,
+    sample: int = SAMPLE,
+) -> list[ViewFreshness]:
+    """The freshness of `views` (default: every online view) in `store`'s online store."""
+    marks = open_ledger(store).read()
+    chosen = [
+        view
+        for view in store.list_feature_views()
+        if view.online and (views is None or view.name in views)
+    ]
+    return [_check(store, view, marks.get(view.name), as_of, sample) for view in chosen]
+
+
+def offline_keys(view: FeatureView, sample: int = SAMPLE) -> OfflineKeys:
+    """The newest timestamp of `view`'s offline table and its `sample` most recent keys."""
+    path, stamp = offline_source(view)
+    if not path.exists():
+        return OfflineKeys(None, (), ())
+    key = join_key(view)
+    table = pq.read_table(path, columns=[key, stamp])
+    if table.num_rows == 0:
+        return OfflineKeys(None, (), ())
+    latest = table.group_by(key).aggregate([(stamp, "max")])
+    order = pc.sort_indices(latest, sort_keys=[(f"{stamp}_max", "descending"), (key, "ascending")])
+    top = latest.take(order[:sample])
+    return OfflineKeys(
+        newest=_utc(pc.max(table[stamp]).as_py()),
+        keys=tuple(top[key].to_pylist()),
+        key_newest=tuple(_utc(ts) for ts in top[f"{stamp}_max"].to_pylist()),
+    )
+
+
+def offline_newest(view: FeatureView) -> datetime | None:
+    """The newest event timestamp of `view`'s offline table (None: missing or empty)."""
+    return offline_times(view)[0]
+
+
+def offline_times(
+    view: FeatureView, after: datetime | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """(newest event timestamp, oldest one later than `after`) of `view`'s offline table."""
+    path, stamp = offline_source(view)
+    if not path.exists():
+        return None, None
+    stamps = pq.read_table(path, columns=[stamp])[0]
+    newest = pc.max(stamps).as_py()
+    later = None
+    if after is not None and newest is not None:
+        bound = pa.scalar(after, type=pa.timestamp("us", tz="UTC")).cast(stamps.type)
+        later = pc.min(pc.filter(stamps, pc.greater(stamps, bound))).as_py()
+    return (_utc(newest) if newest else None), (_utc(later) if later else None)
+
+
+def offline_source(view: FeatureView) -> tuple[Path, str]:
+    """The parquet file of `view`'s offline rows and its timestamp column."""
+    source = view.batch_source
+    if not isinstance(source, FileSource):
+        raise ConfigError(f"feature view {view.name}: its offline source is not a parquet file")
+    return Path(source.path), source.timestamp_field
+
+
+def join_key(view: FeatureView) -> str:
+    """The view's one join key (every pinfeed view has exactly one)."""
+    return view.entity_columns[0].name
+
+
+def read_online_stamps(
+    store: FeatureStore, view: FeatureView, keys: Sequence[int]
+) -> list[datetime | None]:
+    """Each key's event timestamp in the online store (None: no value), in one online read.
+
+    Goes below `get_online_features`, which drops the timestamps, to the provider's
+    `online_read` (the same call Feast's SDK makes per view)."""
+    if not keys:
+        return []
+    name = join_key(view)
+    entity_keys = [EntityKey(join_keys=[name], entity_values=[Value(int64_val=k)]) for k in keys]
+    rows = store._get_provider().online_read(
+        config=store.config, table=view, entity_keys=entity_keys
+    )
+    return [_utc(stamp) if _held(stamp, values) else None for stamp, values in rows]
+
+
+def _held(stamp: datetime | None, values: dict[str, Value] | None) -> bool:
+    """Whether an online_read row holds a value: Redis answers a missing key with the epoch
+    and unset values rather than None."""
+    if stamp is None or not values:
+        return False
+    return any(value.WhichOneof("val") is not None for value in values.values())
+
+
+def _check(
+    store: FeatureStore, view: FeatureView, mark: LoadMark | None, as_of: datetime, sample: int
+) -> ViewFreshness:
+    offline = offline_keys(view, sample)
+    stamps = read_online_stamps(store, view, offline.keys)
+    present = [
+        (stamp, newest) for stamp, newest in zip(stamps, offline.key_newest, strict=True) if stamp
+    ]
+    lagging = sum(1 for stamp, newest in present if stamp < newest and newest <= as_of)
+    online_newest = max((stamp for stamp, _ in present), default=None)
+    ttl = view.ttl if view.ttl and view.ttl > timedelta(0) else None
+    verdict, reason, fix = _verdict(offline, mark, len(present), lagging, online_newest, ttl, as_of)
+    return ViewFreshness(
+        view=view.name,
+        ttl=ttl,
+        offline_newest=offline.newest,
+        mark=mark,
+        sampled=len(offline.keys),
+        present=len(present),
+        lagging=lagging,
+        online_newest=online_newest,
+        as_of=as_of,
+        verdict=verdict,
+        reason=reason,
+        fix=fix,
+    )
+
+
+def _verdict(
+    offline: OfflineKeys,
+    mark: LoadMark | None,
+    present: int,
+    lagging: int,
+    online_newest: datetime | None,
+    ttl: timedelta | None,
+    as_of: datetime,
+) -> tuple[Verdict, str, str | None]:
+    if offline.newest is None:
+        return "no offline data", "the offline table is missing or empty", FIX_BUILD
+    if present == 0:
+        return "empty", f"none of {len(offline.keys)} sampled keys has a value online", FIX_LOAD
+    if mark is not None and offline.newest > mark.offline_newest:
+        return "stale", f"offline rows up to {offline.newest:%Y-%m-%d %H:%M} not loaded", FIX_LOAD
+    if lagging:
+        fix = FIX_FULL if mark is not None and mark.loaded_until >= offline.newest else FIX_LOAD
+        return "stale", f"{lagging} of {present} sampled keys are older online than offline", fix
+    if ttl is not None and online_newest is not None and as_of - online_newest > ttl:
+        return "stale", f"newest online value is older than the ttl ({ttl})", FIX_BUILD
+    if present < len(offline.keys):
+        missing = len(offline.keys) - present
+        return "stale", f"{missing} of {len(offline.keys)} sampled keys missing online", FIX_LOAD
+    return "fresh", "sampled keys match the newest offline rows", None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
