@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +69,9 @@ def load_redis(home: ProjectHome, url: str) -> None:
     """Every online view of the bench home into a new Redis (a store never loaded gets a
     full load, whatever the shared registry says)."""
     from feature_repo.store import materialize, open_store
+    from pinfeed_cli.steps import default_materialize_end
 
-    materialize(open_store(home, redis_url=url), end=datetime.now(UTC))
+    materialize(open_store(home, redis_url=url), end=default_materialize_end(home))
 
 
 def replica_pid(deployment: str) -> int:

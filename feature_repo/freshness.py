@@ -105,25 +105,50 @@ def offline_keys(view: FeatureView, sample: int = SAMPLE) -> OfflineKeys:
     )
 
 
-def offline_newest(view: FeatureView) -> datetime | None:
-    """The newest event timestamp of `view`'s offline table (None: missing or empty)."""
-    return offline_times(view)[0]
+@dataclass(frozen=True)
+class OfflineStamps:
+    """The event timestamps of a view's offline table (None: the table is missing)."""
+
+    stamps: pa.ChunkedArray | None
+
+    @classmethod
+    def read(cls, view: FeatureView) -> OfflineStamps:
+        path, stamp = offline_source(view)
+        return cls(pq.read_table(path, columns=[stamp])[0] if path.exists() else None)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.stamps is None else len(self.stamps)
+
+    @property
+    def newest(self) -> datetime | None:
+        newest = None if self.stamps is None else pc.max(self.stamps).as_py()
+        return None if newest is None else _utc(newest)
+
+    def rows_through(self, moment: datetime) -> int:
+        """Rows stamped at or before `moment`."""
+        if self.stamps is None:
+            return 0
+        return int(pc.sum(pc.less_equal(self.stamps, self._scalar(moment))).as_py() or 0)
+
+    def first_from(self, moment: datetime) -> datetime | None:
+        """The oldest timestamp at or after `moment`."""
+        if self.stamps is None:
+            return None
+        later = pc.filter(self.stamps, pc.greater_equal(self.stamps, self._scalar(moment)))
+        first = pc.min(later).as_py()
+        return None if first is None else _utc(first)
+
+    def _scalar(self, moment: datetime) -> pa.Scalar:
+        assert self.stamps is not None
+        return pa.scalar(moment.astimezone(UTC), type=self.stamps.type)
 
 
-def offline_times(
-    view: FeatureView, after: datetime | None = None
-) -> tuple[datetime | None, datetime | None]:
-    """(newest event timestamp, oldest one later than `after`) of `view`'s offline table."""
-    path, stamp = offline_source(view)
-    if not path.exists():
-        return None, None
-    stamps = pq.read_table(path, columns=[stamp])[0]
-    newest = pc.max(stamps).as_py()
-    later = None
-    if after is not None and newest is not None:
-        bound = pa.scalar(after, type=pa.timestamp("us", tz="UTC")).cast(stamps.type)
-        later = pc.min(pc.filter(stamps, pc.greater(stamps, bound))).as_py()
-    return (_utc(newest) if newest else None), (_utc(later) if later else None)
+def holds_values(store: FeatureStore, view: FeatureView, sample: int = 16) -> bool:
+    """Whether any of `sample` keys with the newest offline rows has a value online (a view
+    with no offline rows counts as held: there is nothing to load)."""
+    keys = offline_keys(view, sample).keys
+    return not keys or any(stamp is not None for stamp in read_online_stamps(store, view, keys))
 
 
 def offline_source(view: FeatureView) -> tuple[Path, str]:
@@ -164,27 +189,38 @@ def _held(stamp: datetime | None, values: dict[str, Value] | None) -> bool:
     return any(value.WhichOneof("val") is not None for value in values.values())
 
 
+@dataclass(frozen=True)
+class ReadBack:
+    """A view's sampled keys read back from the online store."""
+
+    sampled: int
+    present: int  # keys with a value online
+    lagging: int  # present keys older online than their newest offline row (up to as_of)
+    missing: int  # absent keys whose newest offline row is still valid at as_of
+    online_newest: datetime | None
+
+
 def _check(
     store: FeatureStore, view: FeatureView, mark: LoadMark | None, as_of: datetime, sample: int
 ) -> ViewFreshness:
     offline = offline_keys(view, sample)
-    stamps = read_online_stamps(store, view, offline.keys)
-    present = [
-        (stamp, newest) for stamp, newest in zip(stamps, offline.key_newest, strict=True) if stamp
-    ]
-    lagging = sum(1 for stamp, newest in present if stamp < newest and newest <= as_of)
-    online_newest = max((stamp for stamp, _ in present), default=None)
     ttl = view.ttl if view.ttl and view.ttl > timedelta(0) else None
-    verdict, reason, fix = _verdict(offline, mark, len(present), lagging, online_newest, ttl, as_of)
+    read = _read_back(store, view, offline, as_of, ttl)
+    rewritten = (
+        mark is not None
+        and mark.offline_rows >= 0
+        and OfflineStamps.read(view).rows_through(mark.offline_newest) != mark.offline_rows
+    )
+    verdict, reason, fix = _verdict(offline.newest, rewritten, mark, read, ttl, as_of)
     return ViewFreshness(
         view=view.name,
         ttl=ttl,
         offline_newest=offline.newest,
         mark=mark,
-        sampled=len(offline.keys),
-        present=len(present),
-        lagging=lagging,
-        online_newest=online_newest,
+        sampled=read.sampled,
+        present=read.present,
+        lagging=read.lagging,
+        online_newest=read.online_newest,
         as_of=as_of,
         verdict=verdict,
         reason=reason,
@@ -192,29 +228,54 @@ def _check(
     )
 
 
-def _verdict(
+def _read_back(
+    store: FeatureStore,
+    view: FeatureView,
     offline: OfflineKeys,
+    as_of: datetime,
+    ttl: timedelta | None,
+) -> ReadBack:
+    stamps = read_online_stamps(store, view, offline.keys)
+    pairs = list(zip(stamps, offline.key_newest, strict=True))
+    present = [(stamp, newest) for stamp, newest in pairs if stamp is not None]
+    valid_from = as_of - ttl if ttl is not None else None
+    missing = sum(
+        1
+        for stamp, newest in pairs
+        if stamp is None and newest <= as_of and (valid_from is None or newest >= valid_from)
+    )
+    return ReadBack(
+        sampled=len(pairs),
+        present=len(present),
+        lagging=sum(1 for stamp, newest in present if stamp < newest <= as_of),
+        missing=missing,
+        online_newest=max((stamp for stamp, _ in present), default=None),
+    )
+
+
+def _verdict(
+    offline_newest: datetime | None,
+    rewritten: bool,
     mark: LoadMark | None,
-    present: int,
-    lagging: int,
-    online_newest: datetime | None,
+    read: ReadBack,
     ttl: timedelta | None,
     as_of: datetime,
 ) -> tuple[Verdict, str, str | None]:
-    if offline.newest is None:
+    if offline_newest is None:
         return "no offline data", "the offline table is missing or empty", FIX_BUILD
-    if present == 0:
-        return "empty", f"none of {len(offline.keys)} sampled keys has a value online", FIX_LOAD
-    if mark is not None and offline.newest > mark.offline_newest:
-        return "stale", f"offline rows up to {offline.newest:%Y-%m-%d %H:%M} not loaded", FIX_LOAD
-    if lagging:
-        fix = FIX_FULL if mark is not None and mark.loaded_until >= offline.newest else FIX_LOAD
-        return "stale", f"{lagging} of {present} sampled keys are older online than offline", fix
-    if ttl is not None and online_newest is not None and as_of - online_newest > ttl:
+    if read.present == 0:
+        return "empty", f"none of {read.sampled} sampled keys has a value online", FIX_LOAD
+    if mark is not None and offline_newest > mark.offline_newest:
+        return "stale", f"offline rows up to {offline_newest:%Y-%m-%d %H:%M} not loaded", FIX_LOAD
+    if rewritten:
+        return "stale", "the offline table was rewritten since the last load", FIX_LOAD
+    if read.lagging:
+        fix = FIX_FULL if mark is not None and mark.loaded_until >= offline_newest else FIX_LOAD
+        return "stale", f"{read.lagging} of {read.present} sampled keys are older online", fix
+    if ttl is not None and read.online_newest is not None and as_of - read.online_newest > ttl:
         return "stale", f"newest online value is older than the ttl ({ttl})", FIX_BUILD
-    if present < len(offline.keys):
-        missing = len(offline.keys) - present
-        return "stale", f"{missing} of {len(offline.keys)} sampled keys missing online", FIX_LOAD
+    if read.missing:
+        return "stale", f"{read.missing} of {read.sampled} sampled keys missing online", FIX_LOAD
     return "fresh", "sampled keys match the newest offline rows", None
 
 

@@ -4,12 +4,15 @@ Why not Feast's own record: Feast keeps materialisation intervals in the registr
 SQLite and Redis configs share one registry, so after `make run` filled SQLite an incremental
 load into a new Redis believed every view loaded and wrote nothing. The ledger here lives in the
 online store it describes (a table beside Feast's in the SQLite file, a hash in Redis): flush
-Redis or delete the SQLite file and the ledger goes with the data, so the next load is full.
+Redis and the ledger goes with the data, so the next load is full. Values lost while the ledger
+stayed (a Feast teardown, eviction) are caught by `materialize` reading a sample back.
 
-Per view it holds a `LoadMark`: the end of the last window loaded and the newest offline row at
-that time. New rows are appended after the newest one, so the next incremental load starts at
-`LoadMark.resume_at` and holds exactly the rows that came since; rows rewritten in the past
-(an ingest followed by `features build`) need `materialize --since` or `--full`.
+Per view it holds a `LoadMark`: the end of the last window loaded, the newest offline row and
+the number of offline rows at that time. New rows are appended after the newest one, so the next
+incremental load starts at `LoadMark.resume_at` and holds exactly the rows that came since. A
+table whose older part changed size was rewritten (a rebuild that added rows in the past) and is
+reloaded whole; rows rewritten in place with the same count (an ingest followed by `features
+build`) need `materialize --since` or `--full`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import sqlite3
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from feast import FeatureStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from pinfeed.errors import ConfigError
+
+TICK = timedelta(microseconds=1)  # the resolution of the feature tables' timestamps
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,15 @@ class LoadMark:
     loaded_until: datetime  # end of the last window loaded
     offline_newest: datetime  # newest offline row when it was loaded
     loaded_at: datetime  # wall clock of that load
+    offline_rows: int = -1  # offline rows at that time (-1: unknown)
 
     @property
     def resume_at(self) -> datetime:
-        """Where the next incremental window starts: rows after the newest loaded one, or after
-        the window's end when the offline table already held rows past it."""
-        return min(self.loaded_until, self.offline_newest)
+        """The first instant not loaded yet, where the next incremental window starts: just
+        after the newest row loaded, or after the window's end (inclusive) when the table
+        already held rows past it. Not at the newest row itself: reloading it would overwrite
+        a newer realtime push on SQLite, which writes without comparing timestamps."""
+        return min(self.loaded_until, self.offline_newest) + TICK
 
     def to_json(self) -> str:
         return json.dumps(
@@ -49,6 +57,7 @@ class LoadMark:
                 "loaded_until": self.loaded_until.isoformat(),
                 "offline_newest": self.offline_newest.isoformat(),
                 "loaded_at": self.loaded_at.isoformat(),
+                "offline_rows": self.offline_rows,
             }
         )
 
@@ -60,6 +69,7 @@ class LoadMark:
             loaded_until=datetime.fromisoformat(data["loaded_until"]),
             offline_newest=datetime.fromisoformat(data["offline_newest"]),
             loaded_at=datetime.fromisoformat(data["loaded_at"]),
+            offline_rows=int(data.get("offline_rows", -1)),
         )
 
 
@@ -123,8 +133,8 @@ def open_ledger(store: FeatureStore) -> Ledger:
     raise ConfigError(f"online_store.type: {kind!r} is not supported (sqlite or redis)")
 
 
-def new_mark(view: str, end: datetime, offline_newest: datetime) -> LoadMark:
-    return LoadMark(view, end, offline_newest, datetime.now(UTC))
+def new_mark(view: str, end: datetime, offline_newest: datetime, offline_rows: int) -> LoadMark:
+    return LoadMark(view, end, offline_newest, datetime.now(UTC), offline_rows)
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -35,7 +35,7 @@ from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.data_source import DataSource, PushMode
 from feast.errors import FeastObjectNotFoundException
 
-from feature_repo.freshness import offline_times
+from feature_repo.freshness import OfflineStamps, holds_values
 from feature_repo.load_ledger import LoadMark, new_mark, open_ledger
 from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 from pinfeed.home import ProjectHome
@@ -168,7 +168,7 @@ class LoadWindow:
     view: str
     start: datetime | None
     end: datetime
-    why: str  # "first load" | "full" | "since" | "new rows" | "up to date"
+    why: str  # first load | full | since | new rows | rewritten | values lost | up to date
 
 
 def materialize(
@@ -183,13 +183,18 @@ def materialize(
 
     `views` limits the load to those feature views (the reward job reloads only
     cluster_reward); default: every online view. With `start`, each view is loaded from
-    [start, end]. Otherwise the load is incremental against what *this* online store holds
-    (`feature_repo.load_ledger`, not the registry the SQLite and Redis configs share): a view
-    the store never held, or every view with `full`, is loaded from `end - ttl` (the oldest
-    value still valid at `end`; the epoch for static views), rather than Feast's `now - ttl`,
-    so a data set stamped in the past loads the same way whenever it runs; a loaded view resumes
-    at its mark and is skipped when its offline table has nothing new. Writes are upserts, so
-    a window loaded twice changes nothing.
+    [start, end] ("since"). Otherwise the load is incremental against what *this* online store
+    holds (`feature_repo.load_ledger`, not the registry the SQLite and Redis configs share):
+
+    - a view the store never held ("first load"), every view with `full`, a view whose offline
+      table was rewritten before its newest loaded row ("rewritten", its older part changed
+      size) or whose sampled keys read back empty ("values lost") is loaded from `end - ttl`
+      (the oldest value still valid at `end`; the epoch for static views), rather than Feast's
+      `now - ttl`, so a data set stamped in the past loads the same way whenever it runs;
+    - a loaded view resumes just after its newest loaded row ("new rows"), or is skipped when
+      nothing came since ("up to date").
+
+    Writes are upserts, so a window loaded twice changes nothing.
     """
     end = _utc(end, "end")
     since = _utc(start, "start") if start is not None else None
@@ -200,39 +205,58 @@ def materialize(
     windows: list[LoadWindow] = []
     for view in chosen:
         mark = marks.get(view.name)
-        newest, first_unloaded = offline_times(view, mark.resume_at if mark else None)
-        newest = newest or EPOCH
-        window = _window(view, mark, newest, end, since, full)
+        stamps = OfflineStamps.read(view)
+        window = _window(store, view, mark, stamps, end, since, full)
         windows.append(window)
-        if window.start is None or window.start >= end:
+        if window.start is None:
             continue
         store.materialize(start_date=window.start, end_date=end, feature_views=[view.name])
-        if _contiguous(view, mark, window, first_unloaded):
-            ledger.write([new_mark(view.name, end, newest)])
+        if _contiguous(view, mark, window, stamps):
+            loaded_until = max(end, mark.loaded_until) if mark and window.why == "since" else end
+            newest = stamps.newest or EPOCH
+            ledger.write([new_mark(view.name, loaded_until, newest, stamps.rows)])
     return windows
 
 
 def _window(
+    store: FeatureStore,
     view: FeatureView,
     mark: LoadMark | None,
-    offline_newest: datetime,
+    stamps: OfflineStamps,
     end: datetime,
     since: datetime | None,
     full: bool,
 ) -> LoadWindow:
+    """The window `materialize` loads for `view` (see its docstring for the rules)."""
+    first = _first_start(view, end)
     if since is not None:
-        return LoadWindow(view.name, since, end, "since")
-    if full or mark is None:
-        return LoadWindow(view.name, _first_start(view, end), end, "full" if full else "first load")
-    appended = offline_newest > mark.offline_newest
+        return _bounded(view.name, since, end, "since")
+    if full:
+        return _bounded(view.name, first, end, "full")
+    if mark is None:
+        return _bounded(view.name, first, end, "first load")
+    if mark.offline_rows >= 0 and stamps.rows_through(mark.offline_newest) != mark.offline_rows:
+        return _bounded(view.name, first, end, "rewritten")
+    if not holds_values(store, view):
+        return _bounded(view.name, first, end, "values lost")
+    newest = stamps.newest
+    appended = newest is not None and newest > mark.offline_newest
     unloaded = mark.offline_newest > mark.loaded_until and end > mark.loaded_until
     if not (appended or unloaded):
         return LoadWindow(view.name, None, end, "up to date")
-    return LoadWindow(view.name, mark.resume_at, end, "new rows")
+    return _bounded(view.name, mark.resume_at, end, "new rows")
+
+
+def _bounded(view: str, start: datetime, end: datetime, why: str) -> LoadWindow:
+    return (
+        LoadWindow(view, start, end, why)
+        if start < end
+        else LoadWindow(view, None, end, "up to date")
+    )
 
 
 def _contiguous(
-    view: FeatureView, mark: LoadMark | None, window: LoadWindow, first_unloaded: datetime | None
+    view: FeatureView, mark: LoadMark | None, window: LoadWindow, stamps: OfflineStamps
 ) -> bool:
     """Whether the store now holds every row up to the window's end, so the mark may move: a
     `--since` window that starts after the oldest row not loaded yet leaves a gap."""
@@ -240,6 +264,7 @@ def _contiguous(
         return True
     if mark is None:
         return window.start <= _first_start(view, window.end)
+    first_unloaded = stamps.first_from(mark.resume_at)
     return first_unloaded is None or window.start <= first_unloaded
 
 

@@ -6,6 +6,8 @@ summary (the command prints more). Heavy imports (Feast, torch, Ray) happen insi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from pinfeed.artifacts.layout import LATEST
-from pinfeed.errors import ConfigError
+from pinfeed.errors import ConfigError, UnavailableError
 from pinfeed.home import ProjectHome
 
 if TYPE_CHECKING:
@@ -93,16 +95,15 @@ def load_online(
 ) -> list[LoadWindow]:
     """Incremental up to `end` against what the online store holds; with `since`, every view
     reloaded over [since, end] (after an ingest rewrote feature rows already loaded); with
-    `full`, every view reloaded whole."""
+    `full`, every view reloaded whole. Naive times are UTC."""
     from feature_repo.store import materialize as load
     from feature_repo.store import open_store
 
     if full and since is not None:
         raise ConfigError("--full and --since: pick one (--full reloads everything)")
-    stamp = (end or default_materialize_end(home)).astimezone(UTC)
-    return load(
-        open_store(home), end=stamp, start=since.astimezone(UTC) if since else None, full=full
-    )
+    stamp = _as_utc(end) if end else default_materialize_end(home)
+    with _store_errors("online store load"):
+        return load(open_store(home), end=stamp, start=_as_utc(since) if since else None, full=full)
 
 
 def materialize(
@@ -124,16 +125,32 @@ def feature_status(
     home: ProjectHome, as_of: datetime | None = None, sample: int = 64
 ) -> tuple[list[ViewFreshness], frozenset[str]]:
     """Each online view's freshness at `as_of` (default: the end of the event data, the clock
-    of the data set) and the views the serving feature service reads."""
+    of the data set; naive: UTC) and the views the serving feature service reads."""
     from feature_repo.freshness import check_views
     from feature_repo.store import open_store, service_views
     from serving.stages.online import SERVING_SERVICE
 
     store = open_store(home)
-    clock = (as_of or _data_end(home)).astimezone(UTC)
-    return check_views(store, clock, sample=sample), frozenset(
-        service_views(store, SERVING_SERVICE)
-    )
+    clock = _as_utc(as_of) if as_of else _data_end(home)
+    with _store_errors("online store check"):
+        views = check_views(store, clock, sample=sample)
+    return views, frozenset(service_views(store, SERVING_SERVICE))
+
+
+@contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """A store that is down or unreadable: one clear line (exit 2), not a traceback."""
+    from pinfeed.traffic.served import TRAFFIC_STORE_ERRORS
+
+    try:
+        yield
+    except TRAFFIC_STORE_ERRORS as error:
+        raise UnavailableError(f"{what} failed: {error}") from error
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """Command-line times without a zone are UTC, like the data's."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _data_end(home: ProjectHome) -> datetime:

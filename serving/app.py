@@ -38,7 +38,7 @@ from serving.deployments.recommender import Recommender
 from serving.environment import serve_environment
 from serving.http.ingress import ingress_deployment
 from serving.stages.online import connect
-from serving.stages.store_health import require_loaded
+from serving.stages.store_health import GATE_TIMEOUT_S, require_loaded
 
 CONFIG_FILE = Path(__file__).resolve().parent / "config.yaml"
 
@@ -48,7 +48,7 @@ def build_app(config: ServingConfig, deployments: Sequence[DeploymentSettings] =
     (`serving.stages.store_health`), then bind the graph with the run as the models'
     `user_config`."""
     run = load_run(config.project.artifacts, config.run_id)
-    store = connect(config.project, config.redis_url, config.store_timeout_s)
+    store = connect(config.project, config.redis_url, GATE_TIMEOUT_S)
     require_loaded(store, config.allow_empty_store)
     models = user_configs(ActiveModels(run_id=run.run_id))
     settings = {d.name: d.options() for d in deployments}
@@ -104,7 +104,7 @@ def serve_app(
     # here as well as in build_app (which Serve runs in its controller): the refusal reaches
     # the operator's terminal as one line, not inside a failed deployment's status
     require_loaded(
-        connect(config.project, config.redis_url, config.store_timeout_s), config.allow_empty_store
+        connect(config.project, config.redis_url, GATE_TIMEOUT_S), config.allow_empty_store
     )
     if not ray.is_initialized():
         serve_environment()  # before Ray starts: its processes read it once

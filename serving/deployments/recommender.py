@@ -128,6 +128,8 @@ class Recommender:
         switch failed on this replica, "served_recorded" / "served_dropped": items of this
         replica's answers written to / dropped from the served log, "answers_<kind>": its
         answers by kind (`serving.stages.metrics`)}."""
+        if self.active.pipeline is not None:  # /healthz alone keeps the store check current
+            self._refresh_cache_soon(self.active.pipeline)
         models = self.active.models
         return {
             "model_version": self.active.version,
@@ -168,9 +170,15 @@ class Recommender:
             return False
 
     def _check_store(self) -> None:
-        """Recheck the online store (a failed check keeps the last verdict: the breaker
-        already flags answers while the store is down)."""
-        health = check_store(self._connect())
+        """Recheck the online store. A failed check keeps the last verdict (the breaker already
+        flags answers while the store is down), whatever failed: a registry caught mid-rewrite
+        by `feast apply`, a ledger entry it cannot parse. A health check must not take the
+        replica or a switch down with it."""
+        try:
+            health = check_store(self._connect())
+        except Exception:
+            logger.exception("online store check failed; keeping the last verdict")
+            return
         if health.error:
             logger.warning("%s", health.error)
             return

@@ -28,6 +28,7 @@ from feast import FeatureStore
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from feature_repo.load_ledger import open_ledger
 from feature_repo.store import feature_service, online_feature_values, open_store
 from pinfeed.errors import ConfigError, UnavailableError
 from pinfeed.home import ProjectHome
@@ -39,6 +40,10 @@ RANKING_SERVICE = "ranking_v1"
 STORE_ERRORS = TRAFFIC_STORE_ERRORS
 """What a failing store raises (Redis, SQLite, the file system): the same set as the traffic
 logs'."""
+
+
+LoadState = tuple[datetime | None, datetime | None]
+"""(registry materialisation end, ledger load time): see `materialised_until`."""
 
 
 class OnlineStoreUnavailable(UnavailableError):
@@ -109,13 +114,19 @@ def read_rows(
         raise OnlineStoreUnavailable(f"online store read of {key} failed: {error}") from error
 
 
-def materialised_until(store: FeatureStore, views: Sequence[str]) -> datetime | None:
-    """The latest materialisation end over `views`, from a fresh copy of the registry; a new
-    value means new pin features landed online."""
+def materialised_until(store: FeatureStore, views: Sequence[str]) -> LoadState | None:
+    """When `views` were last loaded: (the registry's latest materialisation end, this online
+    store's latest load in its ledger, `feature_repo.load_ledger`); a change in either means new
+    pin features landed online (the registry alone misses a load into another store sharing it,
+    or into a flushed one; the ledger alone misses `feast materialize-incremental`). None:
+    neither knows a load."""
     try:
         store.refresh_registry()
         ends = [store.get_feature_view(view).most_recent_end_time for view in views]
+        marks = open_ledger(store).read()
     except STORE_ERRORS as error:
-        raise OnlineStoreUnavailable(f"registry refresh failed: {error}") from error
+        raise OnlineStoreUnavailable(f"registry or ledger read failed: {error}") from error
     known = [end for end in ends if end is not None]
-    return max(known) if known else None
+    loads = [marks[view].loaded_at for view in views if view in marks]
+    state = (max(known) if known else None, max(loads) if loads else None)
+    return None if state == (None, None) else state

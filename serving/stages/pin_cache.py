@@ -3,7 +3,7 @@
 Reading 500 candidate rows per request through `get_online_features` costs 100-200 ms (Feast's
 per-row proto work dominates), while pin features change only when a materialisation lands.
 So the Features stage reads every corpus pin once, in chunks, into column arrays here, and
-reloads when the registry shows a newer materialisation (`online.materialised_until`).
+reloads when the registry or the store's load ledger shows a newer load (`online.materialised_until`).
 When the online store is down, requests are still answered from this copy (degraded).
 
 Notation: N pins in the corpus, D content embedding width, M pins looked up.
@@ -40,7 +40,8 @@ class PinFeatureCache:
     content: np.ndarray
     topic: np.ndarray
     popular: np.ndarray
-    materialised_until: datetime | None
+    materialised_until: tuple[datetime | None, datetime | None] | None
+    """`serving.stages.online.materialised_until` when this copy was read."""
 
     def __len__(self) -> int:
         return int(self.pin_ids.shape[0])
@@ -72,7 +73,7 @@ def load_pin_cache(
     popularity_column: str,
     content_dim: int,
     n_popular: int,
-    materialised: datetime | None,
+    materialised: tuple[datetime | None, datetime | None] | None,
 ) -> PinFeatureCache:
     """Read `refs` (pin-keyed `view:feature`) for every pin of `pin_ids`, `CHUNK` at a time."""
     ids = np.unique(np.asarray(pin_ids, dtype=np.int64))

@@ -31,6 +31,7 @@ from serving.stages.online import SERVING_SERVICE, STORE_ERRORS
 
 logger = logging.getLogger("ray.serve")
 SAMPLE = 16
+GATE_TIMEOUT_S = 5.0
 USER_VIEW = "user_features"
 
 
@@ -57,24 +58,27 @@ def check_store(store: FeatureStore, sample: int = SAMPLE) -> StoreHealth:
         views = check_views(store, now, service_views(store, SERVING_SERVICE), sample)
     except STORE_ERRORS as error:
         return StoreHealth(error=f"online store check failed: {error}")
+    for view in views:
+        if view.verdict == "no offline data":
+            logger.warning("%s: no offline rows to check the online store against", view.view)
     empty = tuple(view.view for view in views if view.verdict == "empty")
     ages = {view.view: view.age.total_seconds() for view in views if view.age is not None}
     return StoreHealth(empty=empty, ages_s=ages)
 
 
 def require_loaded(store: FeatureStore, allow_empty: bool) -> StoreHealth:
-    """The deploy gate: a ConfigError naming the fix when a serving view is empty (unless
-    `allow_empty`, then a warning). An unreachable store passes: serving degrades by itself."""
+    """The deploy gate: a ConfigError naming the fix when a serving view is empty or the store
+    cannot be checked, unless `allow_empty` (then a warning). `store` should wait longer than
+    serving's read timeout (`GATE_TIMEOUT_S`): one slow answer must not decide a deploy."""
     health = check_store(store)
-    if health.error:
-        logger.warning("%s; deploying anyway (answers degrade while it is down)", health.error)
-    elif health.problem and not allow_empty:
+    problem = health.error or health.problem
+    if problem and not allow_empty:
         raise ConfigError(
-            f"{health.problem} before serving (or set allow_empty_store: true to start anyway, "
-            "answers flagged degraded)"
+            f"{problem}; not deploying (set allow_empty_store: true, or pass "
+            "--allow-empty-store, to start anyway with answers flagged degraded)"
         )
-    elif health.problem:
-        logger.warning("starting with an empty online store: %s", health.problem)
+    if problem:
+        logger.warning("starting anyway: %s", problem)
     return health
 
 

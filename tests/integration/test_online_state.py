@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from feature_repo import store as feature_store
 from feature_repo.freshness import check_views, join_key, offline_source, read_online_stamps
+from feature_repo.load_ledger import TICK
 from feature_repo.tables import TABLES
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
@@ -33,7 +34,7 @@ from pinfeed_cli import app as cli
 from serving.stages.online import SERVING_SERVICE
 from serving.stages.store_health import require_loaded
 from tests.support.homes import make_home, shared_serving_home
-from tests.support.redis import RedisEndpoint
+from tests.support.redis import RedisEndpoint, free_port
 from tests.support.tables import T0, write_tables
 
 pytestmark = pytest.mark.redis
@@ -137,9 +138,9 @@ def test_an_appended_day_loads_exactly_that_day(home: ProjectHome, redis: Featur
     stale = {v.view: v.verdict for v in check_views(redis, END + DAY)}
     assert stale["user_features"] == stale["pin_features"] == "stale"
     windows = windows_by_view(feature_store.materialize(redis, end=END + DAY))
-    # from the newest row loaded before (reloading it is an upsert of equal values) to the end
-    assert windows["user_features"] == (T0 + DAY, END + DAY, "new rows")
-    assert windows["pin_features"] == (T0 + DAY, END + DAY, "new rows")
+    # from just after the newest row loaded before to the end: the new day and nothing else
+    assert windows["user_features"] == (T0 + DAY + TICK, END + DAY, "new rows")
+    assert windows["pin_features"] == (T0 + DAY + TICK, END + DAY, "new rows")
     untouched = {view for view, (start, _, _) in windows.items() if start is None}
     assert untouched == set(windows) - {"user_features", "pin_features"}
     online = feature_store.online_features(
@@ -150,20 +151,44 @@ def test_an_appended_day_loads_exactly_that_day(home: ProjectHome, redis: Featur
     assert {v.verdict for v in check_views(redis, END + DAY)} == {"fresh"}
 
 
-def test_full_reloads_a_store_whose_values_were_lost(
+def test_a_store_that_lost_its_values_is_reloaded(
     redis: FeatureStore, redis_endpoint: RedisEndpoint
 ) -> None:
-    """The ledger lives in the store: flush it and the next incremental load is a full one."""
+    """Values gone, ledger kept (a Feast teardown, eviction): the load reads a sample back and
+    reloads; values and ledger gone (FLUSHDB): a first load; --full reloads whatever holds."""
     feature_store.materialize(redis, end=END)
     client = redis_endpoint.client()
-    for key in redis_dump(redis_endpoint, redis.config.project):
-        client.delete(key)
+    ledger = f"pinfeed_loads:{redis.config.project}".encode()
+    values = [key for key in redis_dump(redis_endpoint, redis.config.project) if key != ledger]
+    client.delete(*values)
     assert {v.verdict for v in check_views(redis, END)} == {"empty"}
-    windows = feature_store.materialize(redis, end=END)
-    assert {w.why for w in windows} == {"first load"}
-    forced = feature_store.materialize(redis, end=END, full=True)
-    assert {w.why for w in forced} == {"full"}
+    assert {w.why for w in feature_store.materialize(redis, end=END)} == {"values lost"}
     assert {v.verdict for v in check_views(redis, END)} == {"fresh"}
+    client.delete(*redis_dump(redis_endpoint, redis.config.project))
+    assert {w.why for w in feature_store.materialize(redis, end=END)} == {"first load"}
+    assert {w.why for w in feature_store.materialize(redis, end=END, full=True)} == {"full"}
+    assert {v.verdict for v in check_views(redis, END)} == {"fresh"}
+
+
+def test_rows_added_in_the_past_reload_the_view(home: ProjectHome, redis: FeatureStore) -> None:
+    """A rebuild that adds a user to an old snapshot day: nothing newer than the newest loaded
+    row, but the table's older part grew, so status says stale and the load takes it whole."""
+    feature_store.materialize(redis, end=END)
+    path, _ = offline_source(redis.get_feature_view("user_features"))
+    table = pq.read_table(path)
+    first = {**table.slice(0, 1).to_pylist()[0], "user_id": 2, "user_impressions_7d": 5}
+    pq.write_table(
+        pa.concat_tables([table, pa.Table.from_pylist([first], TABLES["user_features"])]), path
+    )
+    views = {v.view: v for v in check_views(redis, END)}
+    assert views["user_features"].verdict == "stale", views["user_features"]
+    assert "rewritten" in views["user_features"].reason
+    windows = windows_by_view(feature_store.materialize(redis, end=END))
+    assert windows["user_features"][2] == "rewritten"
+    online = feature_store.online_feature_values(
+        redis, ["user_features:user_impressions_7d"], [{"user_id": 2}]
+    )
+    assert online["user_impressions_7d"] == [5]
 
 
 def test_a_since_window_past_unloaded_rows_keeps_the_mark(redis: FeatureStore) -> None:
@@ -174,7 +199,7 @@ def test_a_since_window_past_unloaded_rows_keeps_the_mark(redis: FeatureStore) -
     gap = T0 + DAY + timedelta(hours=1)
     feature_store.materialize(redis, end=END, start=gap, views=["user_features"])
     [after_gap] = feature_store.materialize(redis, end=END, views=["user_features"])
-    assert (after_gap.start, after_gap.why) == (T0 + DAY / 2, "new rows")
+    assert (after_gap.start, after_gap.why) == (T0 + DAY / 2 + TICK, "new rows")
     feature_store.materialize(redis, end=T0 + DAY / 2, views=["pin_features"])
     feature_store.materialize(redis, end=END, start=T0 + DAY, views=["pin_features"])
     [closed] = feature_store.materialize(redis, end=END, views=["pin_features"])
@@ -226,6 +251,18 @@ def test_serving_refuses_an_empty_store_unless_told(
     code, out = run_cli(home, "serve", "--port", "8799", redis_url=redis_endpoint.url)
     assert code == 2 and "pinfeed features materialize" in out, out
     assert "Traceback" not in out
+
+
+def test_a_store_that_does_not_answer_is_one_clear_line(home: ProjectHome) -> None:
+    """status and materialize against a Redis nobody listens on: exit 2 and a message, which a
+    deploy script tells apart from "stale" (exit 1)."""
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    for args in (("features", "status", "--as-of", END.isoformat()),
+                 ("features", "materialize", "--end", END.isoformat())):  # fmt: skip
+        code, out = run_cli(home, "features", "apply")
+        assert code == 0, out
+        code, out = run_cli(home, *args, redis_url=nobody)
+        assert code == 2 and "failed" in out and "Traceback" not in out, out
 
 
 def readme_production_commands() -> list[str]:
