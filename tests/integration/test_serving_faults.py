@@ -38,6 +38,17 @@ def load_redis(home: ProjectHome, url: str) -> None:
     assert all(window.start is not None for window in windows), windows
 
 
+def wait_for_full_answers(base_url: str, user: int, timeout_s: float = 30.0) -> None:
+    """Until `user` gets an answer that is neither degraded nor cold (the store serves again)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+        if status == 200 and not answer["degraded"] and not answer["cold_start"]:
+            return
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path_factory.mktemp("serving-redis"))
@@ -110,13 +121,7 @@ def test_redis_down_degrades_then_recovers(
     finally:
         redis_server.start()
     load_redis(home, redis_server.endpoint.url)
-    deadline = time.monotonic() + 30
-    while True:
-        status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
-        if status == 200 and not answer["degraded"] and not answer["cold_start"]:
-            break
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.5)
+    wait_for_full_answers(base_url, user)
 
 
 def test_hung_redis_answers_degraded_at_once_then_recovers(
@@ -184,12 +189,6 @@ def test_flushed_store_is_reported_until_reloaded(
     cold = recommender.status.remote().result()["answers_cold_known_user"] - cold_before
     assert cold >= 1, "a cold answer for a user the offline store knows is counted"
     load_redis(home, redis_server.endpoint.url)
-    deadline = time.monotonic() + 30
-    while True:
-        status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
-        if status == 200 and not answer["degraded"] and not answer["cold_start"]:
-            break
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.5)
+    wait_for_full_answers(base_url, user)
     health = get_json(f"{base_url}/healthz", timeout_s=10)
     assert health["status"] == "ok" and health["store_problem"] is None, health
