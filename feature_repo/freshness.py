@@ -86,13 +86,19 @@ def check_views(
     return [_check(store, view, marks.get(view.name), as_of, sample) for view in chosen]
 
 
-def offline_keys(view: FeatureView, sample: int = SAMPLE) -> OfflineKeys:
-    """The newest timestamp of `view`'s offline table and its `sample` most recent keys."""
+def offline_keys(
+    view: FeatureView, sample: int = SAMPLE, until: datetime | None = None
+) -> OfflineKeys:
+    """The newest timestamp of `view`'s offline table and its `sample` most recent keys (of the
+    rows up to `until`, when given)."""
     path, stamp = offline_source(view)
     if not path.exists():
         return OfflineKeys(None, (), ())
     key = join_key(view)
     table = pq.read_table(path, columns=[key, stamp])
+    if until is not None:
+        bound = pa.scalar(until.astimezone(UTC), type=table.schema.field(stamp).type)
+        table = table.filter(pc.less_equal(table[stamp], bound))
     if table.num_rows == 0:
         return OfflineKeys(None, (), ())
     latest = table.group_by(key).aggregate([(stamp, "max")])
@@ -118,7 +124,8 @@ class OfflineStamps:
 
     @property
     def rows(self) -> int:
-        return 0 if self.stamps is None else len(self.stamps)
+        """Rows with a timestamp (what `rows_through` counts)."""
+        return 0 if self.stamps is None else int(pc.count(self.stamps).as_py())
 
     @property
     def newest(self) -> datetime | None:
@@ -144,10 +151,16 @@ class OfflineStamps:
         return pa.scalar(moment.astimezone(UTC), type=self.stamps.type)
 
 
-def holds_values(store: FeatureStore, view: FeatureView, sample: int = 16) -> bool:
-    """Whether any of `sample` keys with the newest offline rows has a value online (a view
-    with no offline rows counts as held: there is nothing to load)."""
-    keys = offline_keys(view, sample).keys
+def holds_values(
+    store: FeatureStore, view: FeatureView, since: datetime, until: datetime, sample: int = 16
+) -> bool:
+    """Whether any of `sample` keys whose newest offline row (up to `until`) lies in
+    [`since`, `until`], the rows the last load covered, has a value online. No such key counts
+    as held: nothing loaded could have been lost."""
+    offline = offline_keys(view, sample, until=until)
+    keys = [
+        key for key, newest in zip(offline.keys, offline.key_newest, strict=True) if newest >= since
+    ]
     return not keys or any(stamp is not None for stamp in read_online_stamps(store, view, keys))
 
 

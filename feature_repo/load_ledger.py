@@ -18,6 +18,7 @@ build`) need `materialize --since` or `--full`.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable
 from contextlib import closing
@@ -30,6 +31,7 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from pinfeed.errors import ConfigError
 
+logger = logging.getLogger(__name__)
 TICK = timedelta(microseconds=1)  # the resolution of the feature tables' timestamps
 
 
@@ -91,7 +93,7 @@ class SqliteLedger:
             if not _has_table(conn, self.table.strip('"')):
                 return {}
             rows = conn.execute(f"SELECT view, mark FROM {self.table}").fetchall()
-        return {view: LoadMark.from_json(view, mark) for view, mark in rows}
+        return _parsed(rows)
 
     def write(self, marks: Iterable[LoadMark]) -> None:
         with closing(sqlite3.connect(self.path)) as conn, conn:
@@ -113,7 +115,7 @@ class RedisLedger:
 
     def read(self) -> dict[str, LoadMark]:
         raw = self.client.hgetall(self.key)
-        return {_text(view): LoadMark.from_json(_text(view), mark) for view, mark in raw.items()}
+        return _parsed((_text(view), mark) for view, mark in raw.items())
 
     def write(self, marks: Iterable[LoadMark]) -> None:
         mapping = {mark.view: mark.to_json() for mark in marks}
@@ -135,6 +137,20 @@ def open_ledger(store: FeatureStore) -> Ledger:
 
 def new_mark(view: str, end: datetime, offline_newest: datetime, offline_rows: int) -> LoadMark:
     return LoadMark(view, end, offline_newest, datetime.now(UTC), offline_rows)
+
+
+def _parsed(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, LoadMark]:
+    """The marks that parse; an entry that does not (written by a newer version, damaged) is
+    dropped with a warning, so its view gets a full load rather than an error."""
+    marks = {}
+    for view, raw in rows:
+        try:
+            marks[view] = LoadMark.from_json(view, raw)
+        except (ValueError, KeyError, TypeError) as error:
+            logger.warning(
+                "load ledger entry of %s ignored (%s): the next load is full", view, error
+            )
+    return marks
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -235,9 +235,9 @@ def _window(
         return _bounded(view.name, first, end, "full")
     if mark is None:
         return _bounded(view.name, first, end, "first load")
-    if mark.offline_rows >= 0 and stamps.rows_through(mark.offline_newest) != mark.offline_rows:
+    if _rewritten(mark, stamps):
         return _bounded(view.name, first, end, "rewritten")
-    if not holds_values(store, view):
+    if not holds_values(store, view, _first_start(view, mark.loaded_until), mark.loaded_until):
         return _bounded(view.name, first, end, "values lost")
     newest = stamps.newest
     appended = newest is not None and newest > mark.offline_newest
@@ -262,10 +262,16 @@ def _contiguous(
     `--since` window that starts after the oldest row not loaded yet leaves a gap."""
     if window.why != "since" or window.start is None:
         return True
-    if mark is None:
+    if mark is None or _rewritten(mark, stamps):
         return window.start <= _first_start(view, window.end)
     first_unloaded = stamps.first_from(mark.resume_at)
     return first_unloaded is None or window.start <= first_unloaded
+
+
+def _rewritten(mark: LoadMark, stamps: OfflineStamps) -> bool:
+    """Whether the part of the table the mark covers changed size since (rows added or removed
+    in the past)."""
+    return mark.offline_rows >= 0 and stamps.rows_through(mark.offline_newest) != mark.offline_rows
 
 
 def _first_start(view: FeatureView, end: datetime) -> datetime:

@@ -270,8 +270,8 @@ def rewards(
 
     result = run_rewards_job(
         home,
-        since=since.astimezone(UTC) if since else None,
-        as_of=as_of.astimezone(UTC) if as_of else None,
+        since=_as_utc(since) if since else None,
+        as_of=_as_utc(as_of) if as_of else None,
         store=open_store(home),
     )
     return (

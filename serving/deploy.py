@@ -130,6 +130,8 @@ def shutdown(timeout_s: float = 120.0) -> None:
     window attaches to the dying controller and fails when it exits."""
     import ray
 
+    if not ray.is_initialized():
+        return  # nothing was started (`serve.shutdown` would start Ray only to find no Serve)
     serve.shutdown()
     deadline = time.monotonic() + timeout_s
     killed = False

@@ -163,6 +163,8 @@ class Recommender:
 
     def _refresh_cache(self, pipeline: Pipeline) -> bool:
         self._check_store()
+        if self.store_health.empty:
+            return False  # keep the last good copy: reloading now would read an empty store
         try:
             return pipeline.refresh_cache(self._connect())
         except (PinfeedError, *STORE_ERRORS) as error:

@@ -42,6 +42,7 @@ class StoreHealth:
     empty: tuple[str, ...] = ()
     ages_s: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # the check itself failed (store unreachable): nothing is known
+    unchecked: tuple[str, ...] = ()  # views with no offline rows to check against
 
     @property
     def problem(self) -> str | None:
@@ -58,12 +59,10 @@ def check_store(store: FeatureStore, sample: int = SAMPLE) -> StoreHealth:
         views = check_views(store, now, service_views(store, SERVING_SERVICE), sample)
     except STORE_ERRORS as error:
         return StoreHealth(error=f"online store check failed: {error}")
-    for view in views:
-        if view.verdict == "no offline data":
-            logger.warning("%s: no offline rows to check the online store against", view.view)
+    unchecked = tuple(view.view for view in views if view.verdict == "no offline data")
     empty = tuple(view.view for view in views if view.verdict == "empty")
     ages = {view.view: view.age.total_seconds() for view in views if view.age is not None}
-    return StoreHealth(empty=empty, ages_s=ages)
+    return StoreHealth(empty=empty, ages_s=ages, unchecked=unchecked)
 
 
 def require_loaded(store: FeatureStore, allow_empty: bool) -> StoreHealth:
@@ -71,6 +70,8 @@ def require_loaded(store: FeatureStore, allow_empty: bool) -> StoreHealth:
     cannot be checked, unless `allow_empty` (then a warning). `store` should wait longer than
     serving's read timeout (`GATE_TIMEOUT_S`): one slow answer must not decide a deploy."""
     health = check_store(store)
+    if health.unchecked:
+        logger.warning("no offline rows to check the online store against: %s", health.unchecked)
     problem = health.error or health.problem
     if problem and not allow_empty:
         raise ConfigError(

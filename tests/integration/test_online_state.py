@@ -206,6 +206,21 @@ def test_a_since_window_past_unloaded_rows_keeps_the_mark(redis: FeatureStore) -
     assert (closed.start, closed.why) == (None, "up to date")
 
 
+def test_a_load_that_ended_before_the_newest_rows_stays_up_to_date(
+    redis: FeatureStore, redis_endpoint: RedisEndpoint
+) -> None:
+    """Loaded up to T0 + 12 h (the day-1 rows lie after it): the same load again is up to
+    date, not a "values lost" reload of keys that were never meant to be loaded; a damaged
+    ledger entry is ignored and its view loaded in full."""
+    feature_store.materialize(redis, end=T0 + DAY / 2)
+    again = feature_store.materialize(redis, end=T0 + DAY / 2)
+    assert {(w.start, w.why) for w in again} == {(None, "up to date")}, again
+    redis_endpoint.client().hset(f"pinfeed_loads:{redis.config.project}", "user_features", "{")
+    windows = windows_by_view(feature_store.materialize(redis, end=T0 + DAY / 2))
+    assert windows["user_features"][2] == "first load"
+    assert windows["pin_features"][2] == "up to date"
+
+
 def run_cli(home: ProjectHome, *args: str, redis_url: str | None = None) -> tuple[int, str]:
     env = {"COLUMNS": "200", **({"REDIS_URL": redis_url} if redis_url else {})}
     result = CliRunner().invoke(cli, [*args, "--home", str(home.root)], env=env)
