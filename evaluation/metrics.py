@@ -2,7 +2,8 @@
 Brier, ECE, normalised entropy).
 
 Definitions, fixed here so reports, the Ax objective and its constraints agree:
-- PR-AUC is `sklearn.metrics.average_precision_score` (step-wise, not trapezoid).
+- PR-AUC is `sklearn.metrics.average_precision_score` (step-wise, not trapezoid); log loss and
+  Brier are scikit-learn's too.
 - ECE uses `n_bins` equal-width bins on [0, 1] (15 by default), L1:
   sum_b (n_b / N) |fraction_positive_b - mean_predicted_b|; the bin count is in every report.
 - Normalised entropy = log loss / entropy of the base rate (1 = no better than the base rate).
@@ -15,13 +16,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn import metrics as sklearn_metrics
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pinfeed.errors import SchemaError, ValidationError
 from pinfeed.schema import ENGAGEMENTS
 
 DEFAULT_BINS = 15
-_EPS = 1e-15
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,16 @@ def expected_calibration_error(
 
 
 def log_loss(y_true: ArrayLike, p: ArrayLike) -> float:
-    """Mean binary cross-entropy in nats, probabilities clipped to [1e-15, 1 - 1e-15]."""
+    """Mean binary cross-entropy in nats (`sklearn.metrics.log_loss`, which clips the
+    probabilities to its float eps); defined on a slice with one class too."""
     y, q = _check(y_true, p)
-    q = np.clip(q, _EPS, 1.0 - _EPS)
-    return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log1p(-q)))
+    return float(sklearn_metrics.log_loss(y, q, labels=[0.0, 1.0]))
 
 
 def brier_score(y_true: ArrayLike, p: ArrayLike) -> float:
-    """Mean squared error of the probabilities."""
+    """Mean squared error of the probabilities (`sklearn.metrics.brier_score_loss`)."""
     y, q = _check(y_true, p)
-    return float(np.mean((q - y) ** 2))
+    return float(sklearn_metrics.brier_score_loss(y, q, pos_label=1.0, labels=[0.0, 1.0]))
 
 
 def normalized_entropy(y_true: ArrayLike, p: ArrayLike) -> float | None:

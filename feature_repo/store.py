@@ -20,7 +20,6 @@ feature names (`view__feature`), because the query pin projection repeats pin_co
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,13 +36,13 @@ from feast.errors import FeastObjectNotFoundException
 
 from feature_repo.freshness import OfflineStamps, holds_values
 from feature_repo.load_ledger import LoadMark, new_mark, open_ledger
+from pinfeed.connection import redis_url_from_env
 from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 from pinfeed.home import ProjectHome
 
 DEFINITIONS = "definitions.py"
 SQLITE_YAML = "feature_store.yaml"
 REDIS_YAML = "feature_store.redis.yaml"
-REDIS_URL_ENV = "REDIS_URL"
 REWARD_PUSH_SOURCE = "cluster_reward_push"
 REWARD_COLUMNS = (
     "cluster_id",
@@ -117,7 +116,7 @@ def open_store(
 ) -> FeatureStore:
     """A FeatureStore over `home`: Redis when `redis_url` (or the REDIS_URL variable) is set,
     else SQLite. Creates `<home>/data/feast/` for the registry and the SQLite file."""
-    redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
+    redis_url = redis_url_from_env(redis_url)
     config = repo_config(home, redis_url=redis_url, timeout_s=timeout_s)
     home.feast.mkdir(parents=True, exist_ok=True)
     # ibis (under Feast's DuckDB offline store) warns on every query about its own API; Feast's

@@ -3,7 +3,7 @@ home of its own:
 
 1. generate a synthetic world whose period ends today, build features, materialise, train both
    models (run A) with the real jobs, compute cluster rewards offline;
-2. deploy the Serve app (SQLite online store, local Ray) and let the generator's users be its
+2. deploy the Serve app (local Ray; SQLite and local logs, or Redis where REDIS_URL is set) and let the generator's users be its
    clients for `rounds` rounds: each asks for a feed, engages as the generator's users engage
    (`evaluation.closed_loop.SimClients`) and posts its feedback;
 3. ingest the served log and the feedback log (`pinfeed data ingest-served`), rebuild features
@@ -46,6 +46,7 @@ from feature_repo.pipeline.clusters import users_with_clusters
 from feature_repo.store import open_store
 from pinfeed.artifacts.layout import new_run_id
 from pinfeed.config import FrozenModel
+from pinfeed.connection import redis_url_from_env
 from pinfeed.errors import PinfeedError
 from pinfeed.synthetic import GeneratorConfig
 from pinfeed.traffic.feedback_log import open_feedback_log
@@ -187,7 +188,9 @@ def _phase(
 def _wait_recorded(home: Any, served: int, timeout_s: float = 60.0) -> None:
     """Until the served log holds every item the clients were served (the Recommender
     replicas write it from a queue)."""
-    log = open_served_log(home.data / "serving", None, open_store(home).project, 1.0)
+    log = open_served_log(
+        home.data / "serving", redis_url_from_env(), open_store(home).project, 1.0
+    )
     deadline = time.monotonic() + timeout_s
     while (recorded := len(log.read_all())) < served:
         if time.monotonic() > deadline:
@@ -256,7 +259,9 @@ def run_seed(root: Path, seed: int, config: ClosedLoopConfig, console: Console) 
             os.environ[ADMIN_TOKEN_ENV] = user_token
     final = steps.ingest_served(home, window_s=config.window_s)
     project = open_store(home).project
-    logged = open_feedback_log(home.data / "serving" / FEEDBACK_LOG, None, project).read_all()
+    logged = open_feedback_log(
+        home.data / "serving" / FEEDBACK_LOG, redis_url_from_env(), project
+    ).read_all()
     return {
         "seed": seed,
         "home": str(home.root),

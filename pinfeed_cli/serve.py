@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pinfeed_cli.common import HomeOption, RunIdOption, console, project_errors, project_home
+from pinfeed_cli.common import HomeOption, console, project_errors
 
 
 @project_errors
@@ -15,8 +15,17 @@ def serve(
     config: Annotated[
         Path | None, typer.Option(help="Serve config YAML (default: serving/config.yaml).")
     ] = None,
-    run_id: RunIdOption = "latest",
-    port: Annotated[int, typer.Option(help="HTTP port of the Serve proxy.")] = 8000,
+    run_id: Annotated[
+        str | None,
+        typer.Option(help="Run to serve (default: the file's `run_id`, `latest` in ours)."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Where the proxy listens (default: the file's, 127.0.0.1 in ours)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port of the proxy (default: the file's, 8000).")
+    ] = None,
     allow_empty_store: Annotated[
         bool,
         typer.Option(
@@ -27,13 +36,21 @@ def serve(
     ] = False,
     home: HomeOption = None,
 ) -> None:
-    """Deploy the Ray Serve app (same app as `serve run serving/config.yaml`) and block."""
+    """Deploy the Ray Serve app and block: `serve run serving/config.yaml`, with the file's
+    args, deployments and http options, and these options on top. The store is Redis when
+    REDIS_URL is set (online store and traffic logs alike), else SQLite and local files."""
     from serving.app import CONFIG_FILE, serve_forever
 
-    overrides = {
-        "home": str(project_home(home).root),
-        "run_id": run_id,
-        "allow_empty_store": allow_empty_store,
-    }
-    console.print(f"serving on http://127.0.0.1:{port} (OpenAPI at /docs); Ctrl-C stops")
-    serve_forever(config or CONFIG_FILE, overrides, port=port)
+    # the file's `home` when it sets one, else (in ServingConfig) $PINFEED_HOME or the cwd
+    overrides: dict[str, object] = {"home": str(home.resolve())} if home else {}
+    if run_id is not None:
+        overrides["run_id"] = run_id
+    if allow_empty_store:
+        overrides["allow_empty_store"] = True
+    serve_forever(
+        config or CONFIG_FILE,
+        overrides,
+        host=host,
+        port=port,
+        on_ready=lambda url: console.print(f"serving on {url} (OpenAPI at /docs); Ctrl-C stops"),
+    )

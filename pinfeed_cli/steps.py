@@ -244,15 +244,14 @@ def ingest_served(
     """The served log and the feedback log of the serving state at `state_dir` (default
     data/serving), or of Redis, into the event set (`pinfeed.traffic.ingest`). Feedback is
     read first, so an item served while both are read cannot leave its feedback unmatched."""
-    import os
-
-    from feature_repo.store import REDIS_URL_ENV, open_store
+    from feature_repo.store import open_store
+    from pinfeed.connection import redis_url_from_env
     from pinfeed.traffic.feedback_log import open_feedback_log
     from pinfeed.traffic.ingest import ingest_served as ingest
     from pinfeed.traffic.served import open_served_log
     from serving.stages.feedback import FEEDBACK_LOG
 
-    redis_url = redis_url or os.environ.get(REDIS_URL_ENV) or None
+    redis_url = redis_url_from_env(redis_url)
     state = state_dir or home.data / "serving"
     project = open_store(home, redis_url=redis_url).project
     feedback = open_feedback_log(state / FEEDBACK_LOG, redis_url, project).read_all()

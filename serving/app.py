@@ -13,19 +13,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
 
 from pinfeed.artifacts.runs import load_run
+from pinfeed.errors import ConfigError
 from serving.config import (
     ActiveModels,
     DeploymentSettings,
-    ServeFile,
     ServingConfig,
     load_serve_file,
     parse_serving_config,
@@ -41,14 +42,16 @@ from serving.stages.online import connect
 from serving.stages.store_health import GATE_TIMEOUT_S, require_loaded
 
 CONFIG_FILE = Path(__file__).resolve().parent / "config.yaml"
+logger = logging.getLogger(__name__)
 
 
 def build_app(config: ServingConfig, deployments: Sequence[DeploymentSettings] = ()) -> Application:
     """Check the run to serve and that the online store holds what it reads
     (`serving.stages.store_health`), then bind the graph with the run as the models'
     `user_config`."""
+    check_home(config)
     run = load_run(config.project.artifacts, config.run_id)
-    store = connect(config.project, config.redis_url, GATE_TIMEOUT_S)
+    store = connect(config.project, config.store_url, GATE_TIMEOUT_S)
     require_loaded(store, config.allow_empty_store)
     models = user_configs(ActiveModels(run_id=run.run_id))
     settings = {d.name: d.options() for d in deployments}
@@ -62,10 +65,27 @@ def build_app(config: ServingConfig, deployments: Sequence[DeploymentSettings] =
     return ingress.bind(recommender, feedback, digest)
 
 
+def check_home(config: ServingConfig) -> None:
+    """Refuse a home that is not a project (`home` unset and the builder's $PINFEED_HOME or
+    working directory elsewhere, as under `serve deploy` to a cluster started in another
+    folder), naming the two ways to set it."""
+    if not (config.project.feature_repo / "feature_store.yaml").is_file():
+        raise ConfigError(
+            f"home: {config.home} holds no feature_repo/feature_store.yaml; set `home:` in the "
+            "config's args, or PINFEED_HOME in the environment of the process that builds the "
+            "app (`serve run`, or `ray start` under `serve deploy`)"
+        )
+
+
 def app_builder(args: dict[str, Any]) -> Application:
     """`serve run serving/config.yaml`: Serve passes the `args:` block and applies the
     `deployments:` block itself."""
     return build_app(parse_serving_config(args))
+
+
+def requested_cpus(deployments: Sequence[DeploymentSettings]) -> float:
+    """CPUs the deployments ask for when Serve starts them (replicas at start x num_cpus)."""
+    return sum(d.replicas_at_start * d.ray_actor_options.num_cpus for d in deployments)
 
 
 def fit_to_cluster(
@@ -74,7 +94,7 @@ def fit_to_cluster(
     """Scale the CPU requests down (keeping their ratios) when the replicas would ask for more
     than 90% of `cpus`, and drop GPU requests on a cluster without GPUs, so a config written
     for a bigger cluster still deploys on a laptop instead of waiting for resources forever."""
-    wanted = sum(d.num_replicas * d.ray_actor_options.num_cpus for d in deployments)
+    wanted = requested_cpus(deployments)
     factor = min(1.0, 0.9 * cpus / wanted) if wanted > 0 else 1.0
     fitted = []
     for settings in deployments:
@@ -92,11 +112,15 @@ def serve_app(
     config_path: Path = CONFIG_FILE,
     overrides: dict[str, Any] | None = None,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str | None = None,
+    port: int | None = None,
 ) -> str:
     """Deploy the app of `config_path` (with `overrides` on its args) on the connected Ray
-    cluster (starting a local one if none), fitted to its resources; returns the base URL."""
+    cluster (starting a local one if none), listening where the file's `http_options` say
+    unless `host`/`port` are given; returns the base URL. The same app, deployments and
+    http options as `serve run config_path`, except on a cluster with fewer CPUs than the file
+    asks for: there the CPU requests are scaled down (with a warning) where `serve run` would
+    wait for resources forever."""
     import ray
 
     serve_file = load_serve_file(config_path, overrides=overrides)
@@ -104,29 +128,46 @@ def serve_app(
     # here as well as in build_app (which Serve runs in its controller): the refusal reaches
     # the operator's terminal as one line, not inside a failed deployment's status
     require_loaded(
-        connect(config.project, config.redis_url, GATE_TIMEOUT_S), config.allow_empty_store
+        connect(config.project, config.store_url, GATE_TIMEOUT_S), config.allow_empty_store
     )
     if not ray.is_initialized():
         serve_environment()  # before Ray starts: its processes read it once
         ray.init(include_dashboard=False, log_to_driver=False)
     resources = ray.cluster_resources()
-    fitted = fit_to_cluster(
-        serve_file.deployments, resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+    cpus = resources.get("CPU", 1.0)
+    fitted = fit_to_cluster(serve_file.deployments, cpus, resources.get("GPU", 0.0))
+    if fitted != serve_file.deployments:
+        logger.warning(
+            "%s asks for %.2f CPUs (and GPUs: %s) on a cluster with %.2f CPUs and %s GPUs: "
+            "requests scaled to fit",
+            config_path,
+            requested_cpus(serve_file.deployments),
+            sum(d.ray_actor_options.num_gpus for d in serve_file.deployments) or "none",
+            cpus,
+            resources.get("GPU", 0.0) or "no",
+        )
+    fitted_file = serve_file.model_copy(update={"deployments": fitted})
+    return deploy(
+        fitted_file,
+        host=serve_file.host if host is None else host,
+        port=serve_file.port if port is None else port,
     )
-    return deploy(ServeFile(args=serve_file.args, deployments=fitted), host=host, port=port)
 
 
 def serve_forever(
     config_path: Path = CONFIG_FILE,
     overrides: dict[str, Any] | None = None,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """`pinfeed serve`: deploy, block until interrupted, then shut down (also when the deploy
-    itself fails, so no half-started app is left behind)."""
+    """`pinfeed serve`: deploy, tell `on_ready` the URL, block until interrupted, then shut
+    down (also when the deploy itself fails, so no half-started app is left behind)."""
     try:
-        serve_app(config_path, overrides, host=host, port=port)
+        url = serve_app(config_path, overrides, host=host, port=port)
+        if on_ready is not None:
+            on_ready(url)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

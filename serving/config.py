@@ -18,10 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from pinfeed.artifacts.layout import LATEST, RUN_ID_PATTERN, check_run_id
 from pinfeed.config import FrozenModel, read_yaml, validate_model
+from pinfeed.connection import redis_url_from_env
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig
@@ -30,6 +31,7 @@ from pinfeed.utility import UtilityWeights
 APP_NAME = "pinfeed"
 ADMIN_TOKEN_ENV = "PINFEED_ADMIN_TOKEN"
 DEPLOYMENT_NAMES = ("Ingress", "Recommender", "Ranker", "FeedbackSink")
+LOOPBACK = "127.0.0.1"
 
 
 class RankerBatching(FrozenModel):
@@ -43,14 +45,23 @@ class RankerBatching(FrozenModel):
 class ServingConfig(FrozenModel):
     """What the serving app serves and how (see the module docstring)."""
 
-    home: Path = Field(description="project home: feature_repo/, data/, artifacts/")
+    home: Path = Field(
+        default_factory=lambda: ProjectHome.from_env().root,
+        validate_default=True,
+        description="project home: feature_repo/, data/, artifacts/; default $PINFEED_HOME, "
+        "else the working directory of the process that builds the app (the same rule as "
+        "every pinfeed command's --home)",
+    )
     run_id: str = Field(
         LATEST,
         pattern=RUN_ID_PATTERN,
         description="run served at deploy (`latest`: the newest run holding both models)",
     )
     redis_url: str | None = Field(
-        None, description="online store on Redis (else SQLite); feedback then goes to a stream"
+        None,
+        description="online store, feedback, served log and credit ledger on Redis; default "
+        "$REDIS_URL of each serving process (pinfeed.connection), neither: SQLite and local "
+        "files. Prefer the variable: a URL here (with its password) is stored in Serve's config",
     )
     state_dir: Path | None = Field(
         None, description="where the local feedback log lives (default data/serving)"
@@ -125,6 +136,11 @@ class ServingConfig(FrozenModel):
         return ProjectHome(self.home)
 
     @property
+    def store_url(self) -> str | None:
+        """The Redis URL this process uses (`redis_url`, else $REDIS_URL), None for SQLite."""
+        return redis_url_from_env(self.redis_url)
+
+    @property
     def state(self) -> Path:
         return self.state_dir or self.project.data / "serving"
 
@@ -187,18 +203,66 @@ class ActorOptions(FrozenModel):
     num_gpus: float = Field(0.0, ge=0)
 
 
+class Autoscaling(FrozenModel):
+    """Serve's `autoscaling_config`: the fields pinfeed reads are checked here, any other of
+    Serve's keys (`look_back_period_s`, ...) passes through to Serve, which validates it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    min_replicas: int = Field(1, ge=0)
+    initial_replicas: int | None = Field(None, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float | None = Field(None, ge=0)
+    downscale_delay_s: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        start = self.min_replicas if self.initial_replicas is None else self.initial_replicas
+        if not self.min_replicas <= start <= self.max_replicas:
+            raise ValueError("needs min_replicas <= initial_replicas <= max_replicas")
+        return self
+
+
 class DeploymentSettings(FrozenModel):
-    """Placement and scaling of one deployment (Serve's own field names)."""
+    """Placement and scaling of one deployment (Serve's own field names): a fixed
+    `num_replicas` (default 1) or an `autoscaling_config`, not both (Serve refuses both)."""
 
     name: Literal["Ingress", "Recommender", "Ranker", "FeedbackSink"]
-    num_replicas: int = Field(1, ge=1)
+    num_replicas: int | None = Field(None, ge=1)
+    autoscaling_config: Autoscaling | None = None
     max_ongoing_requests: int = Field(16, ge=1)
     max_queued_requests: int = Field(-1, ge=-1, description="-1: unbounded; excess gets 503")
     ray_actor_options: ActorOptions = ActorOptions()
 
+    @model_validator(mode="after")
+    def _one_way_to_scale(self) -> DeploymentSettings:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set num_replicas or autoscaling_config, not both")
+        return self
+
+    @property
+    def replicas_at_start(self) -> int:
+        """How many replicas Serve starts (what the cluster must have room for at once)."""
+        scaling = self.autoscaling_config
+        if scaling is None:
+            return self.num_replicas or 1
+        start = (
+            scaling.min_replicas if scaling.initial_replicas is None else scaling.initial_replicas
+        )
+        return max(start, 1)
+
     def options(self) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options(...)`."""
-        return self.model_dump(exclude={"name"})
+        return self.model_dump(exclude={"name"}, exclude_none=True)
+
+    def serve_schema(self) -> dict[str, Any]:
+        """This deployment's entry in a Serve config (`deployments:`), as a file would say
+        it: no GPU is Serve's default, so a zero `num_gpus` is left out."""
+        entry = self.model_dump(mode="json", exclude_none=True)
+        if not self.ray_actor_options.num_gpus:
+            del entry["ray_actor_options"]["num_gpus"]
+        return entry
 
 
 class ServeFile(FrozenModel):
@@ -207,6 +271,8 @@ class ServeFile(FrozenModel):
 
     args: ServingConfig
     deployments: tuple[DeploymentSettings, ...] = ()
+    host: str = Field(LOOPBACK, description="http_options.host: where the proxy listens")
+    port: int = Field(8000, ge=1, le=65535, description="http_options.port")
     request_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -248,6 +314,5 @@ def load_serve_file(
     args = {**(app.get("args") or {}), **(overrides or {})}
     http = raw.get("http_options") or {}
     fields = {"args": args, "deployments": app.get("deployments") or []}
-    if "request_timeout_s" in http:
-        fields["request_timeout_s"] = http["request_timeout_s"]
+    fields |= {key: http[key] for key in ("host", "port", "request_timeout_s") if key in http}
     return validate_model(ServeFile, fields, str(path))

@@ -61,7 +61,7 @@ def app_schema(serve_file: ServeFile, app_name: str = APP_NAME) -> ServeApplicat
         route_prefix="/",
         import_path=IMPORT_PATH,
         args=args.model_dump(mode="json", exclude_none=True),
-        deployments=[settings.model_dump(mode="json") for settings in serve_file.deployments],
+        deployments=[settings.serve_schema() for settings in serve_file.deployments],
     )
 
 

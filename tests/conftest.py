@@ -10,6 +10,17 @@ import pytest
 from tests.support.redis import PROJECT_PREFIX, TEST_DB, RedisEndpoint, RedisProcess, answers
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_project_environment() -> Iterator[None]:
+    """A developer's REDIS_URL or PINFEED_HOME would move every in-process store and home the
+    tests make (and the session Ray's workers inherit the environment): the tests set what
+    they use themselves."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("REDIS_URL", "PINFEED_HOME", "PINFEED_ADMIN_TOKEN", "PINFEED_FEAST_REDIS"):
+            patch.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisEndpoint]:
     """A real Redis: 127.0.0.1:6379 (database 13) when it answers, else our own server. On the

@@ -61,7 +61,7 @@ class Recommender:
         self.ranker = ranker
         self.active = ActivePipeline(pipeline_builder(config, self._connect))
         log = open_served_log(
-            config.state, config.redis_url, self._connect().project, config.attribution_ttl_s
+            config.state, config.store_url, self._connect().project, config.attribution_ttl_s
         )
         self.served = ServedRecorder(log, config.served_queue)
         self.feature_log = _feature_logger(self._connect(), config)
@@ -75,7 +75,7 @@ class Recommender:
     def _connect(self) -> FeatureStore:
         """A Feast store of its own for whoever asks (a pipeline, a check, a cache refresh):
         they run on different threads."""
-        return connect(self.config.project, self.config.redis_url, self.config.store_timeout_s)
+        return connect(self.config.project, self.config.store_url, self.config.store_timeout_s)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve the run and weights of `user_config`; the old pipeline serves meanwhile."""

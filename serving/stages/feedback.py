@@ -77,12 +77,12 @@ class FeedbackRecorder:
     """The durable log, the served log, and the realtime reward writer of one process."""
 
     def __init__(self, config: ServingConfig) -> None:
-        store = connect(config.project, config.redis_url, config.store_timeout_s)
+        store = connect(config.project, config.store_url, config.store_timeout_s)
         self.log: FeedbackLog = open_feedback_log(
-            config.state / FEEDBACK_LOG, config.redis_url, store.project
+            config.state / FEEDBACK_LOG, config.store_url, store.project
         )
         self.served: ServedLog = open_served_log(
-            config.state, config.redis_url, store.project, config.attribution_ttl_s
+            config.state, config.store_url, store.project, config.attribution_ttl_s
         )
         self.wait_s = config.unmatched_wait_s
         self.unmatched = 0
@@ -91,7 +91,7 @@ class FeedbackRecorder:
             store,
             counted_until=datetime.now(UTC),
             ledger=open_credit_ledger(
-                config.state, config.redis_url, store.project, config.attribution_ttl_s
+                config.state, config.store_url, store.project, config.attribution_ttl_s
             ),
             config=FeatureConfig(),
             window=timedelta(seconds=config.reward_window_s),

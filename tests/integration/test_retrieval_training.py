@@ -4,14 +4,10 @@ submit` runs the job on a local Ray cluster started by the test."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +26,7 @@ from pinfeed.artifacts.retrieval import QUERY_TOWER_INPUTS
 from pinfeed.artifacts.retrieval import read_retrieval_manifest as read_manifest
 from pinfeed.home import ProjectHome
 from tests.support.homes import build_tiny_home
+from tests.support.ray_head import ray_head
 from training.ray_train import RayOptions, RayTrainSettings, fit, load_result_state
 from training.retrieval.corpus import read_pin_corpus
 from training.retrieval.dataset import VariantRows, pin_sampling, sized_towers, weighted_rows
@@ -153,30 +150,6 @@ def test_one_worker_job_exports_parity_and_index(ray_local: None, tiny_home: Pro
     assert ids[:, 0].tolist() == corpus.pin_id[:5].tolist(), "a pin's nearest pin is itself"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_job_server(address: str, head: subprocess.Popen, timeout_s: float) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if head.poll() is not None:
-            pytest.fail(f"ray start --head exited with {head.returncode}")
-        try:
-            with urllib.request.urlopen(f"{address}/api/version", timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers (401 where Ray's token authentication is on)
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"the Ray job server at {address} did not answer in {timeout_s} s")
-
-
 def _submit(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """`ray job submit`, retried while the job agent is still starting (the job server can
     answer a few seconds before its agent accepts jobs)."""
@@ -190,52 +163,17 @@ def _submit(command: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     return submitted
 
 
-def _stop_head(head: subprocess.Popen) -> None:
-    """Stop the cluster this test started (never `ray stop`, which stops every Ray on the
-    machine): SIGTERM makes `ray start --block` shut its processes down; whatever is left of
-    its process group after a minute is killed."""
-    head.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=60)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGKILL)
-    head.wait(timeout=10)
-
-
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_job(tiny_home: ProjectHome, tmp_path: Path) -> None:
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster: no token to hand around
-    port, dashboard = _free_port(), _free_port()
-    # Every port explicit: the defaults (agent 52365, ...) may be held by another Ray here.
-    agent_ports = ["--dashboard-agent-listen-port", str(_free_port()),
-                   "--dashboard-agent-grpc-port", str(_free_port()),
-                   "--runtime-env-agent-port", str(_free_port()),
-                   "--metrics-export-port", str(_free_port())]  # fmt: skip
-    # Ray's unix socket paths must stay under ~107 bytes: pytest's tmp_path is too deep.
-    ray_temp = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))
     config = tmp_path / "retrieval.yaml"
     config.write_text(yaml.safe_dump({"model": {"epochs": 1, "batch_size": BATCH}}))
-    head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2",
-         "--port", str(port), "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-         "--temp-dir", str(ray_temp), "--disable-usage-stats", *agent_ports],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_for_job_server(address, head, timeout_s=90)
+    with ray_head(num_cpus=2) as head:
         command = [
-            str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+            "ray", "job", "submit", "--address", head.address, "--working-dir", ".",
             "--", "python", "-m", "training.job", "retrieval", "--config", str(config),
             "--home", str(tiny_home.root), "--run-id", "submitted",
         ]  # fmt: skip
-        submitted = _submit(command, env)
-    finally:
-        _stop_head(head)
-        shutil.rmtree(ray_temp, ignore_errors=True)
+        submitted = _submit(command, head.env)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout
     out_dir = tiny_home.artifacts / "submitted" / "retrieval"

@@ -9,12 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
 
 from pinfeed.errors import ConfigError
 from pinfeed.traffic.feedback_log import LocalFeedbackLog
 from pinfeed.traffic.records import FeedbackRecord
-from serving.app import CONFIG_FILE, fit_to_cluster
-from serving.config import DEPLOYMENT_NAMES, load_serve_file
+from serving.app import CONFIG_FILE, check_home, fit_to_cluster, requested_cpus
+from serving.config import DEPLOYMENT_NAMES, load_serve_file, parse_serving_config
+from serving.deploy import app_schema
+
+CLUSTER_CONFIG_FILE = CONFIG_FILE.with_name("config.cluster.yaml")
 
 
 def test_shipped_config_validates_and_fills_batches(tmp_path: Path) -> None:
@@ -35,11 +40,95 @@ def test_config_typo_names_the_field(tmp_path: Path) -> None:
 
 
 def test_fit_to_cluster_scales_cpus_and_drops_gpus(tmp_path: Path) -> None:
-    deployments = load_serve_file(CONFIG_FILE, overrides={"home": str(tmp_path)}).deployments
-    fitted = fit_to_cluster(deployments, cpus=2.0, gpus=0.0)
-    total = sum(d.num_replicas * d.ray_actor_options.num_cpus for d in fitted)
-    assert total == pytest.approx(1.8)
+    cluster = load_serve_file(CLUSTER_CONFIG_FILE, overrides={"home": str(tmp_path)})
+    assert any(d.ray_actor_options.num_gpus > 0 for d in cluster.deployments)
+    fitted = fit_to_cluster(cluster.deployments, cpus=2.0, gpus=0.0)
+    assert requested_cpus(fitted) == pytest.approx(1.8)
     assert all(d.ray_actor_options.num_gpus == 0 for d in fitted)
+    ratios = [f.ray_actor_options.num_cpus / d.ray_actor_options.num_cpus
+              for f, d in zip(fitted, cluster.deployments, strict=True)]  # fmt: skip
+    assert max(ratios) == pytest.approx(min(ratios)), "CPU requests keep their proportions"
+
+
+def test_the_shipped_config_fits_the_default_machine_unchanged(tmp_path: Path) -> None:
+    """2 CPUs (this machine, `make run`): `serve run` can place every replica, so `pinfeed
+    serve`'s fitting changes nothing and both deploy the same requests."""
+    deployments = load_serve_file(CONFIG_FILE, overrides={"home": str(tmp_path)}).deployments
+    assert requested_cpus(deployments) <= 0.9 * 2
+    assert fit_to_cluster(deployments, cpus=2.0, gpus=0.0) == deployments
+    assert fit_to_cluster(deployments, cpus=1.0, gpus=0.0) != deployments
+
+
+def test_pinfeed_serve_deploys_what_serve_run_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pinfeed serve == serve run serving/config.yaml` (README): the application pinfeed
+    submits (`serving.deploy.app_schema`) against the file as Serve's own schema reads it:
+    same import path, route, deployments and http options; the args validate to the same
+    ServingConfig once `serve run`'s builder resolves the home the same way."""
+    monkeypatch.delenv("PINFEED_ADMIN_TOKEN", raising=False)  # else its digest is added
+    raw = yaml.safe_load(CONFIG_FILE.read_text())
+    file_schema = ServeDeploySchema.model_validate(raw)
+    [file_app] = file_schema.applications
+    run_id = "2026-11-01T00-00-00-abc123"
+    serve_file = load_serve_file(CONFIG_FILE, overrides={"home": str(tmp_path), "run_id": run_id})
+    submitted = app_schema(serve_file)
+    assert (submitted.name, submitted.route_prefix, submitted.import_path) == (
+        file_app.name, file_app.route_prefix, file_app.import_path)  # fmt: skip
+    as_submitted = [d.model_dump(exclude_unset=True) for d in submitted.deployments]
+    as_read = [d.model_dump(exclude_unset=True) for d in file_app.deployments]
+    assert as_submitted == as_read
+    built_by_serve_run = parse_serving_config(
+        {**file_app.args, "home": str(tmp_path), "run_id": run_id}
+    )
+    assert parse_serving_config(submitted.args) == built_by_serve_run
+    http = file_schema.http_options
+    assert (serve_file.host, serve_file.port, serve_file.request_timeout_s) == (
+        http.host, http.port, http.request_timeout_s)  # fmt: skip
+    assert http.host == "127.0.0.1", "loopback unless told otherwise"
+
+
+def test_the_cluster_config_differs_only_where_its_header_says(tmp_path: Path) -> None:
+    """serving/config.cluster.yaml: the same app; only the host and the deployments' sizing."""
+    local, cluster = (
+        yaml.safe_load(path.read_text()) for path in (CONFIG_FILE, CLUSTER_CONFIG_FILE)
+    )
+    assert local["http_options"] | {"host": "0.0.0.0"} == cluster["http_options"]
+    [local_app], [cluster_app] = local["applications"], cluster["applications"]
+    sizing = {"deployments"}
+    assert {k: v for k, v in local_app.items() if k not in sizing} == {
+        k: v for k, v in cluster_app.items() if k not in sizing}  # fmt: skip
+    assert {k: v for k, v in local.items() if k not in ("http_options", "applications")} == {
+        k: v for k, v in cluster.items() if k not in ("http_options", "applications")}  # fmt: skip
+    ServeDeploySchema.model_validate(cluster)  # Serve's own schema takes it (autoscaling too)
+    serve_file = load_serve_file(CLUSTER_CONFIG_FILE, overrides={"home": str(tmp_path)})
+    assert serve_file.settings("Recommender").autoscaling_config is not None
+
+
+def test_home_left_unset_follows_pinfeed_home_then_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule of every pinfeed command's --home, where the config is built."""
+    monkeypatch.setenv("PINFEED_HOME", str(tmp_path / "a"))
+    assert load_serve_file(CONFIG_FILE).args.home == (tmp_path / "a").resolve()
+    monkeypatch.delenv("PINFEED_HOME")
+    monkeypatch.chdir(tmp_path)
+    config = load_serve_file(CONFIG_FILE).args
+    assert config.home == tmp_path.resolve()
+    with pytest.raises(ConfigError, match="PINFEED_HOME"):
+        check_home(config)
+
+
+def test_redis_url_follows_the_environment_unless_the_config_sets_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = load_serve_file(CONFIG_FILE, overrides={"home": str(tmp_path)}).args
+    assert config.store_url is None
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert config.store_url == "redis://127.0.0.1:1/0"
+    pinned = config.model_copy(update={"redis_url": "redis://127.0.0.1:2/0"})
+    assert pinned.store_url == "redis://127.0.0.1:2/0"
 
 
 def test_local_log_skips_a_torn_last_line(tmp_path: Path) -> None:

@@ -1,0 +1,179 @@
+"""The ecosystem's own commands on the files as shipped, each in processes of its own, the way a
+user runs them (issue 15): `serve run serving/config.yaml` from the repository root answers
+`/recommend`, with every store on the Redis that `REDIS_URL` names (the feedback log and the
+served log included); `serve deploy` to a cluster that `ray start --head` started in another
+folder, then `serve status` HEALTHY for every deployment, then an answer. The only edit to the
+shipped file is its port (asserted), so a free one can be used."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from feature_repo.store import open_store
+from pinfeed.home import ProjectHome
+from pinfeed.traffic.feedback_log import RedisFeedbackLog, traffic_key
+from pinfeed.traffic.served import SERVED_DB
+from pinfeed_cli import app as cli
+from serving.app import CONFIG_FILE
+from serving.config import DEPLOYMENT_NAMES
+from serving.stages.feedback import FEEDBACK_LOG
+from tests.support.homes import shared_serving_home, users_with_clusters
+from tests.support.ray_head import BIN, RayHead, clean_environment, ray_head
+from tests.support.redis import RedisProcess, free_port
+from tests.support.serving import call
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_S = 300.0
+
+
+@pytest.fixture
+def home(tmp_path_factory: pytest.TempPathFactory) -> ProjectHome:
+    """A copy of the session's serving home per test (a few MB): these apps write traffic
+    state of their own, and the Redis test removes the SQLite online store."""
+    shared = shared_serving_home(tmp_path_factory.getbasetemp())
+    copy = tmp_path_factory.mktemp("ecosystem") / "home"
+    shutil.copytree(shared.root, copy, ignore=shutil.ignore_patterns("serving"))
+    return ProjectHome(copy)
+
+
+def shipped_config_on(port: int, folder: Path) -> Path:
+    """serving/config.yaml with only its port changed."""
+    shipped = yaml.safe_load(CONFIG_FILE.read_text())
+    edited = yaml.safe_load(CONFIG_FILE.read_text())
+    edited["http_options"]["port"] = port
+    assert {**edited, "http_options": {**edited["http_options"], "port": None}} == {
+        **shipped, "http_options": {**shipped["http_options"], "port": None}}  # fmt: skip
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(edited, sort_keys=False))
+    return path
+
+
+def recommend_until_answered(base_url: str, user: int, process: subprocess.Popen | None) -> dict:
+    """POST /recommend until the app answers 200 (it is still deploying before), failing
+    at once when the process serving it exited."""
+    deadline = time.monotonic() + STARTUP_S
+    last: object = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the serving process exited with {process.returncode}")
+        # not up yet: no listener, or the proxy's own plain-text 404/503 while deploying
+        with contextlib.suppress(OSError, ValueError):
+            status, body = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
+            if status == 200:
+                return body
+            last = (status, body)
+        time.sleep(2)
+    pytest.fail(f"{base_url}/recommend did not answer 200 in {STARTUP_S:.0f} s: {last}")
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`command` in its own process group; Ctrl-C at the end (what a user does to `serve
+    run`: it shuts Serve and its local Ray down), SIGKILL to what is left after a minute."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
+    home: ProjectHome, own_redis: RedisProcess, tmp_path: Path
+) -> None:
+    url = own_redis.endpoint.url
+    loaded = CliRunner().invoke(
+        cli, ["features", "materialize", "--home", str(home.root)], env={"REDIS_URL": url}
+    )
+    assert loaded.exit_code == 0, loaded.output
+    (home.feast / "online_store.db").unlink()  # answers can only come from Redis now
+    port = free_port()
+    config = shipped_config_on(port, tmp_path)
+    env = clean_environment({"PINFEED_HOME": str(home.root), "REDIS_URL": url})
+    user = users_with_clusters(home)[0]
+    with running([str(BIN / "serve"), "run", str(config)], env, tmp_path / "serve.log") as run:
+        base = f"http://127.0.0.1:{port}"
+        answer = recommend_until_answered(base, user, run)
+        assert not answer["degraded"] and len(answer["items"]) == 5, answer
+        events = [
+            {"request_id": answer["request_id"], "pin_id": answer["items"][0]["pin_id"],
+             "kind": kind}
+            for kind in ("impression", "click")
+        ]  # fmt: skip
+        status, accepted = call(f"{base}/feedback", {"events": events})
+        assert status == 202 and accepted["accepted"] == 2, accepted
+        project = open_store(home).project
+        client = own_redis.endpoint.client()
+        in_redis = {r.event_id for r in RedisFeedbackLog(url, project).read_all()}
+        assert set(accepted["event_ids"]) <= in_redis, (accepted["event_ids"], in_redis)
+        deadline = time.monotonic() + 60
+        while client.xlen(traffic_key(project, "served")) == 0:
+            assert time.monotonic() < deadline, "the served log never reached Redis"
+            time.sleep(0.5)
+        assert accepted["applied"] and accepted["unmatched"] == 0, accepted
+        assert list(client.scan_iter(match=f"{traffic_key(project, 'credit')}:*")), "ledger"
+    local = [home.data / "serving" / name for name in (FEEDBACK_LOG, SERVED_DB)]
+    assert not [path for path in local if path.exists()], "traffic state went to local files"
+    assert not (home.feast / "online_store.db").exists(), "an online store was made in SQLite"
+
+
+def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
+    home: ProjectHome, tmp_path: Path
+) -> None:
+    """The cluster is started in another folder with PINFEED_HOME exported (the documented
+    way), and with no REDIS_URL: the SQLite store of the home."""
+    port = free_port()
+    config = shipped_config_on(port, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    user = users_with_clusters(home)[0]
+    with ray_head(num_cpus=2, env={"PINFEED_HOME": str(home.root)}, cwd=elsewhere) as head:
+        deployed = subprocess.run(
+            ["serve", "deploy", str(config), "--address", head.address],
+            cwd=REPO, env=head.env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        app = wait_for_status(head)
+        answer = recommend_until_answered(f"http://127.0.0.1:{port}", user, None)
+        assert not answer["degraded"] and len(answer["items"]) == 5, answer
+    health = {name: d["status"] for name, d in app["deployments"].items()}
+    assert health == dict.fromkeys(DEPLOYMENT_NAMES, "HEALTHY"), app
+
+
+def wait_for_status(head: RayHead) -> dict:
+    """`serve status` until the app is RUNNING (every replica started), failing at once on a
+    failed deploy (a refused home, say) with Serve's message; the app's entry."""
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        status = subprocess.run(
+            ["serve", "status", "--address", head.address],
+            cwd=REPO, env=head.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr[-2000:]
+        app = (yaml.safe_load(status.stdout).get("applications") or {}).get("pinfeed") or {}
+        if app.get("status") == "RUNNING":
+            return app
+        assert app.get("status") != "DEPLOY_FAILED", status.stdout
+        assert time.monotonic() < deadline, f"not RUNNING in {STARTUP_S:.0f} s:\n{status.stdout}"
+        time.sleep(2)

@@ -1,0 +1,106 @@
+"""A Ray cluster of the test's own, started the way a user starts one (`ray start --head`), on
+ports nobody else holds, stopped without touching any other Ray on the machine (never `ray
+stop`). `ray job submit` and `serve deploy` talk to it through its dashboard address."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis import free_port
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class RayHead:
+    address: str  # the dashboard, where `ray job submit` and `serve deploy` send their requests
+    env: dict[str, str]  # the environment to run `ray`/`serve` commands against it with
+
+
+# what would point the cluster's processes at someone else's state, unless a test sets it
+PROJECT_VARIABLES = ("REDIS_URL", "PINFEED_HOME", "PINFEED_ADMIN_TOKEN", "PINFEED_FEAST_REDIS")
+
+
+def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without RAY_* (a cluster of its own) and without the
+    project's own variables, with the venv's `ray` and `serve` first on PATH, and `extra` on
+    top."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RAY_") and k not in PROJECT_VARIABLES
+    }
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster: no token to hand around
+    return {**env, **(extra or {})}
+
+
+def wait_for_dashboard(address: str, head: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start --head exited with {head.returncode}")
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (401 where Ray's token authentication is on)
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"the Ray dashboard at {address} did not answer in {timeout_s} s")
+
+
+def stop_head(head: subprocess.Popen) -> None:
+    """SIGTERM makes `ray start --block` shut its processes down; whatever is left of its
+    process group after a minute is killed."""
+    head.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def ray_head(
+    num_cpus: int = 2, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[RayHead]:
+    """`ray start --head --block` with every port explicit (the defaults, agent 52365 and
+    the rest, may be held by another Ray here), in `cwd`, with `env` in its environment (what
+    its workers, Serve's controller and replicas inherit)."""
+    environment = clean_environment(env)
+    port, dashboard = free_port(), free_port()
+    agent_ports = ["--dashboard-agent-listen-port", str(free_port()),
+                   "--dashboard-agent-grpc-port", str(free_port()),
+                   "--runtime-env-agent-port", str(free_port()),
+                   "--metrics-export-port", str(free_port())]  # fmt: skip
+    # Ray's unix socket paths must stay under ~107 bytes: pytest's tmp_path is too deep.
+    ray_temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", str(num_cpus),
+         "--port", str(port), "--dashboard-port", str(dashboard), "--include-dashboard", "true",
+         "--temp-dir", str(ray_temp), "--disable-usage-stats", *agent_ports],
+        env=environment, cwd=cwd, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for_dashboard(address, head, timeout_s=90)
+        yield RayHead(address=address, env=environment)
+    finally:
+        stop_head(head)
+        shutil.rmtree(ray_temp, ignore_errors=True)
