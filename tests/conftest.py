@@ -3,11 +3,19 @@ small local Ray."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support.redis import PROJECT_PREFIX, TEST_DB, RedisEndpoint, RedisProcess, answers
+
+# The same generated cases on every run, so CI never sees a case no one can reproduce (a failure
+# prints its reproduction blob); `HYPOTHESIS_PROFILE=explore make test` searches new ones.
+hypothesis_settings.register_profile("derandomized", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
 
 
 @pytest.fixture(scope="session", autouse=True)

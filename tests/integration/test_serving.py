@@ -2,7 +2,8 @@
 (tiny world, Feast SQLite online store, ONNX models trained and exported by the training code).
 
 One Serve app for the module, deployed declaratively like `serve run`. Covers: k distinct items
-with probabilities in [0, 1] and utilities equal to the weighted sum; cold start; a weight
+with probabilities in [0, 1] and utilities equal to the weighted sum; train/serve parity (the
+served probabilities equal the exported ranker on Feast's own rows); cold start; a weight
 reload reordering without restart; a switch to another run under concurrent requests, none
 failing and each answer naming one run; bad input -> 4xx naming the field (hand cases, a
 schemathesis fuzz over the OpenAPI schema, and 1,050 derandomised generated bodies, most of them
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -31,10 +33,13 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from feature_repo.store import open_store
+from pinfeed.artifacts.onnx import inference_session
+from pinfeed.artifacts.ranker import CONTENT_EMBEDDING, POSITION, TOPIC, read_ranker_manifest
 from pinfeed.artifacts.runs import latest_run, load_run
+from pinfeed.calibration import calibrate_logits
 from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig, UserClusters, select_queries
-from pinfeed.schema import ENGAGEMENTS
+from pinfeed.schema import ENGAGEMENTS, UNKNOWN_TOPIC
 from pinfeed.utility import HeadWeights, UtilityWeights
 from serving.config import ServingConfig
 from serving.deploy import active_models, shutdown
@@ -103,13 +108,96 @@ def test_recommend_returns_k_distinct_scored_items(base_url: str, home: ProjectH
     assert utilities == sorted(utilities, reverse=True)
 
 
-def test_unknown_user_gets_cold_start_popular_pins(base_url: str) -> None:
+def _feast_ref(full_name: str) -> str:
+    view, feature = full_name.split("__", 1)
+    return f"{view}:{feature}"
+
+
+def test_served_probabilities_equal_the_offline_ranker_on_the_same_feast_rows(
+    base_url: str, home: ProjectHome
+) -> None:
+    """Train/serve parity, the claim the project exists for: each served item's per-head
+    probabilities equal the run's exported ranker (ONNX Runtime) plus the manifest's
+    calibration, applied to the rows Feast's own SDK returns for (user, pin) at serve time,
+    in the manifest's column order; no serving code builds these inputs."""
+    user = users_with_clusters(home)[0]
+    items = recommend(base_url, user_id=user, k=20)["items"]
+    manifest = read_ranker_manifest(home.artifacts / RUN_ID / "ranking")
+    columns = manifest.source_columns
+    refs = sorted(
+        {_feast_ref(columns[f]) for f in manifest.dense_features if columns[f] != POSITION}
+        | {_feast_ref(columns[TOPIC]), _feast_ref(columns[CONTENT_EMBEDDING])}
+    )
+    store = open_store(home)
+    pins = [item["pin_id"] for item in items]
+    rows = store.get_online_features(
+        features=refs,
+        entity_rows=[{"user_id": user, "pin_id": pin} for pin in pins],
+        full_feature_names=True,
+    ).to_dict()
+    dense = np.array(
+        [
+            [
+                0.0 if columns[f] == POSITION  # request-time: every candidate at position 0
+                else np.nan if rows[columns[f]][r] is None
+                else rows[columns[f]][r]
+                for f in manifest.dense_features
+            ]
+            for r in range(len(pins))
+        ],
+        dtype=np.float32,
+    )  # fmt: skip
+    topic = np.array(
+        [UNKNOWN_TOPIC if t is None else t for t in rows[columns[TOPIC]]], dtype=np.int64
+    )
+    content = rows[columns[CONTENT_EMBEDDING]]
+    assert all(vector is not None for vector in content), "served pins have content"
+    query_pins = [item["source"]["query_pin_id"] for item in items]
+    assert all(q is not None for q in query_pins), "a known user's items come from query pins"
+    query_content = store.get_online_features(
+        features=[_feast_ref(columns[CONTENT_EMBEDDING])],
+        entity_rows=[{"pin_id": q} for q in query_pins],
+        full_feature_names=True,
+    ).to_dict()[columns[CONTENT_EMBEDDING]]
+    feed = {
+        "dense": dense,
+        "topic": topic,
+        "pin_embedding": np.array(content, dtype=np.float32),
+        "query_embedding": np.array(query_content, dtype=np.float32),
+    }
+    assert tuple(feed) == manifest.input_names
+    session = inference_session(home.artifacts / RUN_ID / "ranking" / manifest.model_file)
+    (logits,) = session.run([manifest.output_name], feed)
+    offline = calibrate_logits(logits, manifest.calibration_rate_vector())
+    served = np.array([[item["probs"][head] for head in manifest.heads] for item in items])
+    np.testing.assert_allclose(served, offline, rtol=0, atol=1e-5)
+    assert np.ptp(served, axis=0).min() > 1e-4, "items differ: the check compares something"
+
+
+def test_unknown_user_gets_cold_start_popular_pins(base_url: str, home: ProjectHome) -> None:
+    """From the pool of the `popular_pins` most-shown pins (impressions over 30 days, read
+    here through Feast's SDK for every pin): a third of the corpus here, so ten pins drawn
+    without regard to it would all land inside with a chance of (1/3)^10."""
     answer = recommend(base_url, user_id=2**62, k=10)
     assert answer["cold_start"] and not answer["degraded"]
     assert len({item["pin_id"] for item in answer["items"]}) == 10
     assert all(
         item["source"] == {"cluster_id": None, "query_pin_id": None} for item in answer["items"]
     )
+    pins = pq.read_table(home.events / "pins.parquet", columns=["pin_id"])["pin_id"].to_pylist()
+    shown = (
+        open_store(home)
+        .get_online_features(
+            features=["pin_features:pin_impressions_30d"],
+            entity_rows=[{"pin_id": pin} for pin in pins],
+        )
+        .to_dict()["pin_impressions_30d"]
+    )
+    impressions = dict(zip(pins, (0 if v is None else v for v in shown), strict=True))
+    pool_size = ServingConfig.model_fields["popular_pins"].default
+    assert pool_size <= len(pins) / 2, "a pool this large would make the check vacuous"
+    cutoff = sorted(impressions.values(), reverse=True)[pool_size - 1]
+    assert all(impressions[item["pin_id"]] >= cutoff for item in answer["items"]), cutoff
 
 
 def test_context_pin_drives_retrieval(base_url: str) -> None:
