@@ -15,9 +15,10 @@ How the models are trained: in-process, with the plain torch loop
 (`training.retrieval.train_step.train_on_parquet`), which calls the same `train_step` as the
 Ray Train loop (`training.retrieval.ray_loop`) on the same filtered rows (`weighted_rows`).
 Fifteen small models through Ray Train would add worker start-up and checkpoint I/O to each
-without changing what is computed. Every variant gets the same budget of optimizer steps
-(`steps`): a variant's epochs are `ceil(steps / batches per epoch)`, so `conversions_only`
-(a few hundred rows, one batch per epoch) is not cut off after a handful of updates.
+without changing what is computed. Every variant gets exactly the same number of optimizer
+steps (`steps`): a variant's epochs are `ceil(steps / batches per epoch)` and training stops at
+the budget inside the last epoch, so `conversions_only` (a few hundred rows, one batch per
+epoch) is not cut off after a handful of updates and the larger variants get no extra ones.
 
 Notation: Q held-out queries, K retrieved pins, E embedding width.
 """
@@ -45,7 +46,7 @@ from training.retrieval.dataset import sized_towers, weighted_rows
 from training.retrieval.features import batch_from_table
 from training.retrieval.job_config import RetrievalSettings
 from training.retrieval.model import RetrievalModel
-from training.retrieval.train_step import train_on_parquet
+from training.retrieval.train_step import TrainResult, train_on_parquet
 
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 INDEX_VARIANT: Variant = "dual_positive"
@@ -99,8 +100,9 @@ def epochs_for_budget(rows: int, batch_size: int, steps: int) -> int:
 
 def train_variant(
     split: RetrievalSplit, config: AblationConfig, variant: Variant, seed: int, work_dir: Path
-) -> tuple[RetrievalModel, RetrievalConfig]:
-    """One model of the ablation, trained on the split's train rows with the plain loop."""
+) -> tuple[TrainResult, RetrievalConfig]:
+    """One model of the ablation, trained for `config.steps` optimizer steps on the split's
+    train rows with the plain loop."""
     towers = sized_towers(split.corpus, split.user_ids, **config.model.towers.model_dump())
     base = config.model.sized(towers).model_copy(update={"variant": variant, "seed": seed})
     rows = weighted_rows(split.train, base)
@@ -110,7 +112,7 @@ def train_variant(
     model_config = RetrievalConfig.model_validate(base.model_dump() | {"epochs": epochs})
     path = work_dir / f"{variant}-{seed}.parquet"
     pq.write_table(rows, path)
-    return train_on_parquet(path, model_config).model, model_config
+    return train_on_parquet(path, model_config, max_steps=config.steps), model_config
 
 
 def score_model(
@@ -149,13 +151,15 @@ def run_ablation(split: RetrievalSplit, config: AblationConfig) -> dict[str, Any
     """Train and score every variant for every seed; the report in the issue's JSON shape."""
     per_variant: dict[str, dict[str, list[float]]] = {}
     epochs: dict[str, int] = {}
+    steps: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix="retrieval-ablation-") as work:
         for variant in config.variants:
             runs: dict[str, list[float]] = {}
             for seed in range(config.seeds):
-                model, model_config = train_variant(split, config, variant, seed, Path(work))
+                result, model_config = train_variant(split, config, variant, seed, Path(work))
                 epochs[variant] = model_config.epochs
-                for name, value in score_model(model, split, config).items():
+                steps.setdefault(variant, []).append(result.steps)
+                for name, value in score_model(result.model, split, config).items():
                     runs.setdefault(name, []).append(value)
             per_variant[variant] = runs
     variants = {
@@ -169,12 +173,15 @@ def run_ablation(split: RetrievalSplit, config: AblationConfig) -> dict[str, Any
             "exact_recall@100": _mean_std(index_runs["recall@100"])["mean"],
             "ann_recall@100": _mean_std(index_runs["ann_recall@100"])["mean"],
         },
-        "config": _report_config(split, config, epochs),
+        "config": _report_config(split, config, epochs, steps),
     }
 
 
 def _report_config(
-    split: RetrievalSplit, config: AblationConfig, epochs: dict[str, int]
+    split: RetrievalSplit,
+    config: AblationConfig,
+    epochs: dict[str, int],
+    steps: dict[str, list[int]],
 ) -> dict[str, Any]:
     return {
         "ablation": config.model_dump(mode="json"),
@@ -187,6 +194,7 @@ def _report_config(
         "long_click_threshold_s": split.long_click_threshold_s,
         "n_pins": len(split.corpus),
         "epochs_per_variant": epochs,
+        "steps_per_variant": steps,
         "index_variant": INDEX_VARIANT,
         "trainer": "plain torch loop (train_on_parquet), same train_step as the Ray Train loop",
         "seeds": list(range(config.seeds)),

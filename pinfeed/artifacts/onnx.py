@@ -8,6 +8,7 @@ itself falls back to the CPU provider; `session.get_providers()` says which won.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnxruntime as ort
@@ -16,16 +17,23 @@ from pinfeed.errors import DataNotFoundError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+NVIDIA_DEVICE = Path("/dev/nvidiactl")
 
 
-def gpu_available() -> bool:
-    """ORT has the CUDA provider and the machine has an NVIDIA device."""
-    return Path("/dev/nvidiactl").exists() and CUDA in ort.get_available_providers()
+def gpu_available(
+    device_node: Path = NVIDIA_DEVICE, providers: Sequence[str] | None = None
+) -> bool:
+    """ORT has the CUDA provider (`providers`: ORT's own list) and the machine has an NVIDIA
+    device (`device_node`); both are parameters so the rule is testable on either machine."""
+    available = ort.get_available_providers() if providers is None else providers
+    return device_node.exists() and CUDA in available
 
 
-def session_providers(prefer_gpu: bool = True) -> list[str]:
-    """[CUDA, CPU] when a GPU is usable and wanted, else [CPU]."""
-    return [CUDA, CPU] if prefer_gpu and gpu_available() else [CPU]
+def session_providers(prefer_gpu: bool = True, gpu: bool | None = None) -> list[str]:
+    """[CUDA, CPU] when a GPU is usable (`gpu`, default: `gpu_available()`) and wanted, else
+    [CPU]."""
+    usable = gpu_available() if gpu is None else gpu
+    return [CUDA, CPU] if prefer_gpu and usable else [CPU]
 
 
 def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:

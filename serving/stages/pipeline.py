@@ -166,12 +166,9 @@ class Pipeline:
         if queries is None:
             candidates = self._popular(self.config.candidates, exclude)
         else:
-            user_dense = np.array(
-                [user.scalar(column) for column in self.retriever.user_columns], np.float32
-            )
             candidates = self.retriever.retrieve(
                 query.user_id,
-                user_dense,
+                self.user_dense(user),
                 queries,
                 cache.content_of(queries.query_pin_ids),
                 exclude,
@@ -191,6 +188,11 @@ class Pipeline:
         )
         cold = not degraded and not user.known and query.context_pin_id is None
         return Prepared(query, candidates, inputs, degraded, cold, user, cache)
+
+    def user_dense(self, user: UserView) -> np.ndarray:
+        """[F] the query tower's `user_dense` input: the user's online values in the manifest's
+        column order (NaN where missing, as in training)."""
+        return np.array([user.scalar(column) for column in self.retriever.user_columns], np.float32)
 
     def _popular(self, count: int, exclude: set[int]) -> Candidates:
         pins = self.features.popular(count, exclude)

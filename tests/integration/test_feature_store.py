@@ -122,13 +122,18 @@ def test_online_values_equal_latest_offline_values(store: FeatureStore) -> None:
 
 
 def test_incremental_materialize_resumes_where_it_ended(store: FeatureStore) -> None:
-    """Materialising up to day 1 loads the day-1 snapshot; the next incremental run picks up
-    only what came after it (the day-2 snapshot)."""
-    feature_store.materialize(store, end=T0 + timedelta(hours=12))
+    """Materialising up to day 1 loads the day-1 snapshot; the next incremental run loads only
+    what came after it: its window starts just after the first run's end (a full reload would
+    start at `end - ttl` and say "first load"), and the day-2 values arrive."""
+    first_end = T0 + timedelta(hours=12)
+    feature_store.materialize(store, end=first_end)
     first = feature_store.online_features(store, "ranking_v1", [row()])
     assert first["user_features__user_impressions_7d"] == [10]
     assert first["user_dwell__user_clicks_30d"] == [None]
-    feature_store.materialize(store, end=T0 + timedelta(days=2))
+    windows = {w.view: w for w in feature_store.materialize(store, end=T0 + timedelta(days=2))}
+    for view in ("user_features", "pin_features"):
+        assert windows[view].why == "new rows", windows[view]
+        assert windows[view].start == first_end + timedelta(microseconds=1), windows[view]
     second = feature_store.online_features(store, "ranking_v1", [row()])
     assert second["user_features__user_impressions_7d"] == [11]
     assert second["user_dwell__user_clicks_30d"] == [4]

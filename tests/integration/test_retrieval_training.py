@@ -105,6 +105,10 @@ def test_killed_worker_resumes_from_last_checkpoint(
     state = load_result_state(result)
     assert state["epoch"] == EPOCHS - 1
     assert state["step"] == EPOCHS * steps_per_epoch == int(result.metrics["step"])
+    # docs/operations.md: one checkpoint per epoch, the default two kept (the newest two)
+    kept = sorted((tmp_path / "ray" / "killed").glob("checkpoint_*/state.pt"))
+    epochs = sorted(torch.load(p, map_location="cpu", weights_only=False)["epoch"] for p in kept)
+    assert settings.checkpoints_to_keep == 2 and epochs == [EPOCHS - 2, EPOCHS - 1], kept
 
 
 def _pairs(log: Path) -> list[tuple[int, int]]:
@@ -150,17 +154,26 @@ def test_one_worker_job_exports_parity_and_index(ray_local: None, tiny_home: Pro
     assert ids[:, 0].tolist() == corpus.pin_id[:5].tolist(), "a pin's nearest pin is itself"
 
 
-def _submit(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def _submit(
+    command: list[str], env: dict[str, str], budget_s: float = 480.0
+) -> subprocess.CompletedProcess:
     """`ray job submit`, retried while the job agent is still starting (the job server can
-    answer a few seconds before its agent accepts jobs)."""
-    for _ in range(12):
+    answer a few seconds before its agent accepts jobs). One deadline covers every try, inside
+    pytest's 600 s per-test timeout, so the waits cannot stack past it."""
+    deadline = time.monotonic() + budget_s
+    while True:
         submitted = subprocess.run(
-            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400
+            command,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=max(deadline - time.monotonic(), 1.0),
         )
-        if "No available agent" not in submitted.stdout + submitted.stderr:
+        agent_starting = "No available agent" in submitted.stdout + submitted.stderr
+        if not agent_starting or time.monotonic() + 5 >= deadline:
             return submitted
         time.sleep(5)
-    return submitted
 
 
 @pytest.mark.slow

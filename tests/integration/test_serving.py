@@ -4,12 +4,14 @@
 One Serve app for the module, deployed declaratively like `serve run`. Covers: k distinct items
 with probabilities in [0, 1] and utilities equal to the weighted sum; train/serve parity (the
 served probabilities equal the exported ranker on Feast's own rows); cold start; a weight
-reload reordering without restart; a switch to another run under concurrent requests, none
-failing and each answer naming one run; bad input -> 4xx naming the field (hand cases, a
-schemathesis fuzz over the OpenAPI schema, and 1,050 derandomised generated bodies, most of them
-broken: non-standard number tokens, truncation, stray bytes, wrong content types); feedback ->
-realtime reward -> the next request's query selection; acknowledged feedback surviving a SIGKILL
-of the feedback replica; the answer and stage metrics on Ray's Prometheus page.
+reload reordering without restart; a refused run (404 / 409) leaving the served run alone; a
+switch to another run under concurrent requests, none failing and each answer naming one run;
+bad input -> 4xx naming the field (hand cases, a schemathesis fuzz over the OpenAPI schema, and
+1,050 derandomised generated bodies, most of them broken: non-standard number tokens,
+truncation, stray bytes, wrong content types); feedback -> realtime reward -> the next
+request's query selection; acknowledged feedback surviving a SIGKILL of the feedback replica;
+feedback the log cannot take refused with 503; the answer and stage metrics on Ray's
+Prometheus page.
 """
 
 from __future__ import annotations
@@ -41,11 +43,20 @@ from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig, UserClusters, select_queries
 from pinfeed.schema import ENGAGEMENTS, UNKNOWN_TOPIC
 from pinfeed.utility import HeadWeights, UtilityWeights
+from serving.client import get_json
 from serving.config import ServingConfig
 from serving.deploy import active_models, shutdown
 from serving.stages.active import run_weights
+from serving.stages.feedback import FEEDBACK_LOG
 from serving.stages.online import read_rows
-from tests.support.homes import RUN_ID, RUN_ID_B, shared_serving_home, users_with_clusters
+from tests.support.homes import (
+    RUN_ID,
+    RUN_ID_B,
+    edited_run,
+    ranker_reads,
+    shared_serving_home,
+    users_with_clusters,
+)
 from tests.support.serving import call, flush_served, post_raw, start_app
 
 pytestmark = pytest.mark.slow
@@ -259,12 +270,60 @@ def test_reload_weights_reorders_without_restart(base_url: str, home: ProjectHom
 def test_reload_resolves_latest_and_refuses_a_missing_run(base_url: str, home: ProjectHome) -> None:
     newest = latest_run(home.artifacts).run_id
     headers = {"x-admin-token": TOKEN}
+    served = get_json(f"{base_url}/healthz")["model_version"]
     status, missing = call(f"{base_url}/admin/reload", {"run_id": "no-such-run"}, headers)
     assert status == 404 and missing["detail"][0]["loc"] == ["body", "run_id"], missing
+    assert get_json(f"{base_url}/healthz")["model_version"] == served
     status, reloaded = call(f"{base_url}/admin/reload", {"run_id": "latest"}, headers)
     assert status == 200 and reloaded["model_version"].startswith(f"{newest}:"), reloaded
     status, back = call(f"{base_url}/admin/reload", {"run_id": RUN_ID}, headers)
     assert status == 200 and back["model_version"].startswith(f"{RUN_ID}:"), back
+
+
+def _damage_ranker(run: Path) -> None:
+    with (run / "ranking" / "ranker.onnx").open("ab") as model:
+        model.write(b"\0")
+
+
+REFUSED_RUNS = {
+    "feature-mismatch": (
+        ranker_reads("pin_click_rate_30d", "pin_features__pin_click_rate_7d"),
+        ("'pin_click_rate_30d'", "ranking_v1"),
+    ),
+    "damaged-model": (_damage_ranker, ("ranker.onnx", "SHA-256 differs")),
+}
+
+
+@pytest.mark.parametrize("refused", list(REFUSED_RUNS))
+def test_a_refused_run_is_409_naming_the_problem_and_the_served_run_stays(
+    base_url: str, home: ProjectHome, refused: str
+) -> None:
+    """A run the replica's check refuses (a manifest reading a feature ranking_v1 lacks, a
+    model file that is not the one its manifest hashed): 409 naming the problem, and the app
+    serves what it served before: same model_version in /healthz and in answers, same
+    user_config, no reload_error."""
+    edit, named = REFUSED_RUNS[refused]
+    configured = active_models()
+    served = get_json(f"{base_url}/healthz")["model_version"]
+    with edited_run(home, f"refused-{refused}", edit) as run_id:
+        try:
+            status, answer = call(
+                f"{base_url}/admin/reload", {"run_id": run_id}, {"x-admin-token": TOKEN}
+            )
+        finally:  # a regression that took the run must not leave the module's app on it
+            if active_models() != configured:
+                call(
+                    f"{base_url}/admin/reload",
+                    {"run_id": configured.run_id},
+                    {"x-admin-token": TOKEN},
+                )
+    assert status == 409 and answer["detail"][0]["loc"] == ["body", "run_id"], answer
+    assert all(text in answer["detail"][0]["msg"] for text in named), answer
+    health = get_json(f"{base_url}/healthz")
+    assert health["model_version"] == served and health["reload_error"] is None, health
+    assert active_models() == configured
+    user = users_with_clusters(home)[0]
+    assert recommend(base_url, user_id=user, k=5)["model_version"] == served
 
 
 def test_switching_runs_under_load_fails_no_request_and_mixes_no_runs(
@@ -401,7 +460,7 @@ def test_feedback_survives_sigkill_of_its_replica(base_url: str, home: ProjectHo
     sink = serve.get_deployment_handle("FeedbackSink", app_name="pinfeed")
     pid = sink.pid.remote().result()
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a ceiling: the loop ends as soon as the new replica answers
     while True:
         try:
             if sink.pid.remote().result(timeout_s=10) != pid:
@@ -413,6 +472,38 @@ def test_feedback_survives_sigkill_of_its_replica(base_url: str, home: ProjectHo
     recorded = {record.event_id for record in sink.recorded.remote().result()}
     assert set(ids) <= recorded
     assert recommend(base_url, user_id=user, k=5)["items"]
+
+
+def test_feedback_the_log_cannot_take_is_503_and_not_recorded(
+    base_url: str, state_dir: Path
+) -> None:
+    """The local feedback log's path taken by a folder (unwritable, even for root): the event
+    is refused with 503 + Retry-After rather than acknowledged, and the log holds what it held;
+    once the log can be written, the same event is taken."""
+    from ray import serve
+
+    sink = serve.get_deployment_handle("FeedbackSink", app_name="pinfeed")
+    before = [record.event_id for record in sink.recorded.remote().result()]
+    event = {"request_id": 5, "pin_id": 1, "kind": "click"}
+    log = state_dir / FEEDBACK_LOG
+    kept = state_dir / "feedback.kept"
+    had_log = log.exists()
+    if had_log:
+        log.rename(kept)
+    log.mkdir()
+    try:
+        status, refused, headers = post_raw(f"{base_url}/feedback", json.dumps(event).encode())
+    finally:
+        log.rmdir()
+        if had_log:
+            kept.rename(log)
+    assert status == 503 and headers.get("retry-after") == "1", refused
+    assert "not recorded" in refused["detail"][0]["msg"], refused
+    assert [record.event_id for record in sink.recorded.remote().result()] == before
+    status, accepted = call(f"{base_url}/feedback", event)
+    assert status == 202, accepted
+    recorded = [record.event_id for record in sink.recorded.remote().result()]
+    assert recorded == before + accepted["event_ids"]
 
 
 @pytest.mark.parametrize("path", ["/recommend", "/feedback", "/admin/reload"])
@@ -615,6 +706,22 @@ def metric_totals(port: int) -> tuple[dict[str, float], dict[str, float]]:
     return by("kind", answers, ("ok", "cold_start")), by("stage", stages, STAGES)
 
 
+def settled_totals(
+    port: int, quiet_s: float = 12.0, ceiling_s: float = 120.0
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The totals once what earlier tests' requests pushed has all reached the page: unchanged
+    for `quiet_s` (longer than Ray's 10 s metrics report interval), else fail at `ceiling_s`."""
+    deadline = time.monotonic() + ceiling_s
+    last, since = metric_totals(port), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"metrics never settled: {last}"
+        time.sleep(1.0)
+        now = metric_totals(port)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def test_request_metrics_reach_prometheus(base_url: str, home: ProjectHome) -> None:
     """The answer and stage metrics an operator's dashboard reads are on Ray's Prometheus page,
     and move with traffic: an ok and a cold-start answer sent here raise their counters and
@@ -622,8 +729,7 @@ def test_request_metrics_reach_prometheus(base_url: str, home: ProjectHome) -> N
     import ray
 
     port = ray._private.worker.global_worker.node.metrics_export_port
-    time.sleep(12.0)  # what earlier requests pushed has reached the page (pushed every few s)
-    answers_before, stages_before = metric_totals(port)
+    answers_before, stages_before = settled_totals(port)
     recommend(base_url, user_id=users_with_clusters(home)[0], k=5)
     recommend(base_url, user_id=2**62, k=5)
     deadline = time.monotonic() + 90.0

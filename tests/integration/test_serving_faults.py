@@ -38,7 +38,7 @@ def load_redis(home: ProjectHome, url: str) -> None:
     assert all(window.start is not None for window in windows), windows
 
 
-def wait_for_full_answers(base_url: str, user: int, timeout_s: float = 30.0) -> None:
+def wait_for_full_answers(base_url: str, user: int, timeout_s: float = 60.0) -> None:
     """Until `user` gets an answer that is neither degraded nor cold (the store serves again)."""
     deadline = time.monotonic() + timeout_s
     while True:

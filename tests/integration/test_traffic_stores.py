@@ -1,7 +1,7 @@
 """The traffic stores on both backends (the local SQLite database and a real Redis): the served
 log keeps the first answer per item and finds items by key, the credit ledger remembers credits
 across instances (processes), the lock serialises, and the recorder's overload rule drops and
-counts instead of blocking an answer."""
+counts instead of blocking an answer, while what it accepted waits out a failing log."""
 
 from __future__ import annotations
 
@@ -107,10 +107,39 @@ def test_recorder_drops_and_counts_when_the_log_falls_behind(tmp_path: Path) -> 
     recorder = ServedRecorder(log, capacity=4)
     started = time.perf_counter()
     accepted = [recorder.offer([item(r, 10), item(r, 11)]) for r in range(4)]
-    assert time.perf_counter() - started < 0.5  # offers never wait for the store
+    assert time.perf_counter() - started < 5.0  # offers never wait for the store (gate: 30 s)
     assert accepted == [True, True, False, False]
     assert recorder.dropped == 4
     log.gate.set()
     assert recorder.flush(timeout_s=10)
     assert recorder.recorded == 4 and len(log.read_all()) == 4
+    recorder.close()
+
+
+def test_recorder_holds_and_retries_what_the_log_cannot_take(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The served log's folder replaced by a file before its first append (unwritable, even
+    for root): offers still return at once, items past capacity are dropped and counted, the
+    accepted ones wait in the queue while appends fail, and all of them land once the log can
+    be written again (retried, never silently lost)."""
+    state = tmp_path / "state"
+    recorder = ServedRecorder(LocalServedLog(state / "traffic.sqlite"), capacity=4)
+    kept = state.rename(tmp_path / "state.kept")
+    state.write_text("a file where the state folder was")
+    try:
+        accepted = [recorder.offer([item(r, 10), item(r, 11)]) for r in range(4)]
+        assert accepted == [True, True, False, False] and recorder.dropped == 4
+        deadline = time.monotonic() + 30
+        while "served log append failed, retrying" not in caplog.text:
+            assert time.monotonic() < deadline, "no append was tried"
+            time.sleep(0.05)
+        assert recorder.recorded == 0 and recorder.dropped == 4
+    finally:
+        state.unlink()
+        kept.rename(state)
+    assert recorder.flush(timeout_s=30)
+    assert recorder.recorded == 4 and recorder.dropped == 4
+    landed = LocalServedLog(state / "traffic.sqlite").read_all()
+    assert [(i.request_id, i.pin_id) for i in landed] == [(0, 10), (0, 11), (1, 10), (1, 11)]
     recorder.close()

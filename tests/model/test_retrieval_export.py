@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
 from pinfeed.artifacts.layout import PIN_TOWER_FILE, QUERY_TOWER_FILE, sha256_file
-from pinfeed.artifacts.onnx import CPU, CUDA, inference_session, session_providers
+from pinfeed.artifacts.onnx import CPU, CUDA, gpu_available, inference_session, session_providers
 from pinfeed.artifacts.retrieval import PIN_TOWER_INPUTS, QUERY_TOWER_INPUTS
 from pinfeed.artifacts.retrieval import read_retrieval_manifest as read_manifest
 from pinfeed.errors import DataNotFoundError, SchemaError
@@ -121,13 +120,25 @@ def test_tampered_file_is_refused(exported: tuple[RetrievalModel, Path], tmp_pat
         read_manifest(tmp_path / "nowhere")
 
 
-def test_session_prefers_cuda_only_where_a_gpu_exists(
+def test_cuda_is_asked_for_only_with_a_device_node_and_the_provider(tmp_path: Path) -> None:
+    node = tmp_path / "nvidiactl"
+    assert not gpu_available(node, [CUDA, CPU])  # ORT with CUDA, no NVIDIA device
+    node.touch()
+    assert not gpu_available(node, [CPU])  # a device, ORT without the CUDA provider
+    assert gpu_available(node, [CUDA, CPU])
+    assert session_providers(gpu=True) == [CUDA, CPU]
+    assert session_providers(prefer_gpu=False, gpu=True) == [CPU]
+    assert session_providers(gpu=False) == [CPU]
+
+
+def test_session_runs_on_the_machine_gpu_where_there_is_one(
     exported: tuple[RetrievalModel, Path],
 ) -> None:
+    """On a GPU machine the session must really run on CUDA (ORT silently falls back to the CPU
+    when the CUDA provider cannot start); on this CPU box, on the CPU."""
     _, out_dir = exported
-    providers = session_providers(prefer_gpu=True)
-    has_gpu = Path("/dev/nvidiactl").exists() and CUDA in ort.get_available_providers()
-    assert providers == ([CUDA, CPU] if has_gpu else [CPU])
-    assert session_providers(prefer_gpu=False) == [CPU]
     session = inference_session(out_dir / QUERY_TOWER_FILE)
+    assert session.get_providers()[0] == (CUDA if gpu_available() else CPU)
     assert session.get_providers()[-1] == CPU
+    cpu_only = inference_session(out_dir / QUERY_TOWER_FILE, prefer_gpu=False)
+    assert cpu_only.get_providers() == [CPU]

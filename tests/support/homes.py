@@ -6,20 +6,28 @@
   training sets);
 - `shared_serving_home`: one per test session, a data home plus run `RUN_ID` with both models
   trained for a few steps (`training.quick`) and a second run `RUN_ID_B` (a ranker trained for
-  more steps: another hash, another version) for reload tests.
+  more steps: another hash, another version) for reload tests;
+- `copy_home`: a private copy of a home, for tests that change its data or online store;
+- `edited_run`: a copy of a run changed on disk (a broken run for the refusal tests).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from feature_repo.homes import create_home
 from feature_repo.pipeline.clusters import users_with_clusters as _users_with_clusters
 from pinfeed.home import ProjectHome
+from pinfeed_cli import steps
 from pinfeed_cli.pipeline import run_pipeline
 from tests.support.redis import PROJECT_PREFIX
 from training.quick import quick_run
@@ -75,3 +83,49 @@ def shared_serving_home(base: Path) -> ProjectHome:
 def users_with_clusters(home: ProjectHome, minimum: int = 2) -> list[int]:
     """Users whose latest clustering has at least `minimum` clusters."""
     return _users_with_clusters(home.features, minimum)
+
+
+def copy_home(source: ProjectHome, root: Path) -> ProjectHome:
+    """A copy of `source` at `root` whose registry points at the copy's own tables (it holds
+    absolute source paths), so the copy's data and online store change without touching
+    `source`."""
+    shutil.copytree(source.root, root)
+    home = ProjectHome(root.resolve())
+    steps.apply(home)
+    return home
+
+
+def edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite the JSON file at `path` after `edit` changed its object in place."""
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document, indent=2))
+
+
+@contextmanager
+def edited_run(
+    home: ProjectHome, name: str, edit: Callable[[Path], None], source: str = RUN_ID
+) -> Iterator[str]:
+    """Run `name`: a copy of run `source` that `edit(run folder)` changed, removed on exit.
+    It keeps `source`'s creation time, older than `RUN_ID_B`'s, so it does not become the
+    home's `latest` run while `RUN_ID_B` is there."""
+    root = home.artifacts / name
+    shutil.copytree(home.artifacts / source, root)
+    try:
+        edit(root)
+        yield name
+    finally:
+        shutil.rmtree(root)
+
+
+def ranker_reads(feature: str, column: str) -> Callable[[Path], None]:
+    """An `edited_run` edit: the ranker manifest says model feature `feature` reads `column`."""
+
+    def edit(run: Path) -> None:
+        def remap(manifest: dict) -> None:
+            assert feature in manifest["source_columns"], f"the ranker reads no {feature!r}"
+            manifest["source_columns"][feature] = column
+
+        edit_json(run / "ranking" / "ranker.manifest.json", remap)
+
+    return edit

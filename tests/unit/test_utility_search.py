@@ -11,6 +11,7 @@ from sklearn.metrics import average_precision_score
 
 from evaluation.utility_search import search_report
 from evaluation.utility_space import (
+    AcquisitionOptions,
     ConstraintFactors,
     SearchResult,
     Trial,
@@ -24,7 +25,7 @@ from evaluation.utility_space import (
 )
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import HeadWeights
-from tests.support.utility_data import synthetic_slice
+from tests.support.utility_data import click_trade_off_slice, synthetic_slice
 
 RANGES = WeightRanges(closeup=(0.0, 0.4), save=(0.05, 0.5), click=(0.1, 0.6), long_click=(0.1, 0.8))
 FAST = UtilitySearchConfig(
@@ -113,3 +114,52 @@ def test_configs_refuse_impossible_spaces() -> None:
         UtilitySearchConfig(
             hand_picked=HeadWeights(closeup=0.7, save=0.1, click=0.1, long_click=0.1)
         )
+
+
+def _trade_off_config(click_factor: float) -> UtilitySearchConfig:
+    """FAST's budget (6 trials), one Ax run, a lighter acquisition: the outcome is under test,
+    not how hard BoTorch searches."""
+    return FAST.model_copy(
+        update={
+            "bias_check_derived": (),
+            "constraint_factors": ConstraintFactors(closeup=1.0, save=0.9, click=click_factor),
+            "acquisition": AcquisitionOptions(num_restarts=2, raw_samples=64, maxiter=30),
+        }
+    )
+
+
+def test_search_finds_a_better_feasible_weighting_where_one_exists() -> None:
+    """At c_click = 0.5 any arm with less click weight than the hand-picked 0.3 that reorders
+    the pins is feasible and better (`click_trade_off_slice`): both searches must report the
+    improvement, and the best arm, rescored here, keeps half the hand-picked click PR-AUC."""
+    data = click_trade_off_slice()
+    report, _ = search_report(data, _trade_off_config(click_factor=0.5))
+    hand = report["hand_picked"]
+    for method in ("best", "random_search"):
+        best = report[method]
+        assert best["improved_over_hand_picked"] is True, method
+        assert best["long_click_pr_auc"] > hand["long_click_pr_auc"] + 0.01, method
+        weights = np.array([best["weights"][h] for h in ENGAGEMENTS])
+        click_pr_auc = average_precision_score(data.labels[:, 2], data.p_calibrated @ weights)
+        assert click_pr_auc >= 0.5 * hand["pr_auc"]["click"], method
+
+
+def test_search_reports_no_improvement_where_every_better_arm_breaks_a_constraint() -> None:
+    """At c_click = 1 any arm that lifts long-click PR-AUC lowers click PR-AUC
+    (`click_trade_off_slice`): the searches do propose such arms, and must reject them, keep
+    the hand-picked arm as best and report that they did not improve on it."""
+    data = click_trade_off_slice()
+    report, results = search_report(data, _trade_off_config(click_factor=1.0))
+    hand = report["hand_picked"]
+    for method in ("best", "random_search"):
+        best = report[method]
+        assert best["improved_over_hand_picked"] is False, method
+        assert best["long_click_pr_auc"] == hand["long_click_pr_auc"], method
+        assert best["weights"] == pytest.approx(hand["weights"]), method
+    rejected = [
+        trial
+        for result in results.values()
+        for trial in result.trials
+        if trial.objective > hand["long_click_pr_auc"]
+    ]
+    assert rejected and not any(trial.feasible for trial in rejected)

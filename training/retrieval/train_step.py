@@ -84,15 +84,24 @@ def train_step(
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A trained model, the q(pin) it was trained with, and the mean loss of each epoch."""
+    """A trained model, the q(pin) it was trained with, the mean loss of each epoch (the last
+    one partial when a step cap ended it) and the optimizer steps taken."""
 
     model: RetrievalModel
     sampling: PinSampling
     epoch_losses: tuple[float, ...]
+    steps: int
 
 
-def train_on_parquet(path: Path, config: RetrievalConfig) -> TrainResult:
-    """Train from scratch on a retrieval training set held in memory (single process, CPU)."""
+def train_on_parquet(
+    path: Path, config: RetrievalConfig, max_steps: int | None = None
+) -> TrainResult:
+    """Train from scratch on a retrieval training set held in memory (single process, CPU).
+
+    `max_steps` stops after that many optimizer steps even inside an epoch, so models trained
+    on different row counts can get the same number of updates (the retrieval ablation);
+    None runs `config.epochs` full epochs.
+    """
     if not path.exists():
         raise DataNotFoundError(
             f"{path}: no retrieval training set; build it with `pinfeed features training-sets`"
@@ -106,10 +115,15 @@ def train_on_parquet(path: Path, config: RetrievalConfig) -> TrainResult:
     model = RetrievalModel(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     epoch_losses = []
+    steps = 0
     for _ in range(config.epochs):
+        if steps == max_steps:
+            break
         order = torch.randperm(len(data), generator=generator)
         losses = []
         for start in range(0, len(data), config.batch_size):
+            if steps == max_steps:
+                break
             loss = train_step(
                 model,
                 data.select(order[start : start + config.batch_size]),
@@ -120,6 +134,9 @@ def train_on_parquet(path: Path, config: RetrievalConfig) -> TrainResult:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            steps += 1
             losses.append(float(loss.detach()))
         epoch_losses.append(sum(losses) / len(losses))
-    return TrainResult(model=model.eval(), sampling=sampling, epoch_losses=tuple(epoch_losses))
+    return TrainResult(
+        model=model.eval(), sampling=sampling, epoch_losses=tuple(epoch_losses), steps=steps
+    )
