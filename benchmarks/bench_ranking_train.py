@@ -44,7 +44,8 @@ from training.ranking.ray_loop import (
 )
 from training.ranking.record import time_split
 from training.ranking.steps import RankerBatch, train_step
-from training.ray_train import RayTrainSettings, ensure_ray, fit
+from training.ray_options import RayTrainSettings
+from training.ray_train import ensure_ray, fit
 
 
 def plain_loop(

@@ -22,7 +22,8 @@ import ray.data
 import torch
 
 from pinfeed.home import ProjectHome
-from training.ray_train import RayTrainSettings, ensure_ray, fit
+from training.ray_options import RayTrainSettings
+from training.ray_train import ensure_ray, fit
 from training.retrieval.config import RetrievalConfig
 from training.retrieval.corpus import read_pin_corpus
 from training.retrieval.dataset import (

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_retrieval_infer": ["--threads", "1"],
     "bench_ranking_train": ["--epochs", "3"],
     "bench_ranking_infer": ["--calls", "400"],
+    "bench_gpu_train": ["--steps", "200"],
     "bench_query_reward": ["--users", "3000", "--requests", "2000", "--pushes", "200"],
     "serve_load": ["--pins", "100000", "--users", "2000", "--levels", "1,2,4,8", "--seconds", "10"],
 }

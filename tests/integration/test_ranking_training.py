@@ -45,7 +45,8 @@ from training.ranking.ray_loop import (
     train_loop_per_worker,
 )
 from training.ranking.steps import predict_logits
-from training.ray_train import RayTrainSettings, fit, load_result_state
+from training.ray_options import RayTrainSettings
+from training.ray_train import fit, load_result_state
 
 pytestmark = pytest.mark.slow  # three Ray Train attempts: ~40 s idle, ~2 min on a busy 2-core box
 

@@ -27,7 +27,8 @@ from pinfeed.artifacts.retrieval import read_retrieval_manifest as read_manifest
 from pinfeed.home import ProjectHome
 from tests.support.homes import build_tiny_home
 from tests.support.ray_head import ray_head
-from training.ray_train import RayOptions, RayTrainSettings, fit, load_result_state
+from training.ray_options import RayOptions, RayTrainSettings
+from training.ray_train import fit, load_result_state
 from training.retrieval.corpus import read_pin_corpus
 from training.retrieval.dataset import VariantRows, pin_sampling, sized_towers, weighted_rows
 from training.retrieval.export import example_query_inputs, manifest_model_config

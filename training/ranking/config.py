@@ -15,7 +15,7 @@ from pydantic import Field
 
 from pinfeed.config import FrozenModel, load_yaml_section
 from pinfeed.utility import HeadWeights
-from training.ray_train import RayOptions
+from training.ray_options import RayOptions
 
 CONFIG_SECTIONS = ("training", "evaluation", "utility")
 """Top-level keys of configs/ranking.yaml; each job validates its own section."""

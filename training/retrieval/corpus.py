@@ -76,13 +76,15 @@ def read_pin_corpus(features_dir: Path, as_of: datetime | None = None) -> PinCor
     dense = latest.reindex(content["pin_id"].to_numpy())
     dense["shoppable"] = content["shoppable"].astype("float32").to_numpy()
     embeddings = np.stack(content["content_embedding"].to_numpy()).astype(np.float32)
+    # torch.tensor copies the id columns: pandas may hand out read-only arrays, which
+    # torch.from_numpy would share (undefined behaviour on any in-place write)
     return PinCorpus(
-        pin_id=torch.from_numpy(content["pin_id"].to_numpy(dtype=np.int64)),
+        pin_id=torch.tensor(content["pin_id"].to_numpy(dtype=np.int64)),
         pin_dense=torch.from_numpy(
             dense[list(PIN_DENSE_FEATURES)].to_numpy(dtype=np.float32, na_value=np.nan)
         ),
         pin_content=torch.from_numpy(embeddings),
-        topic=torch.from_numpy(content["topic"].to_numpy(dtype=np.int64)),
+        topic=torch.tensor(content["topic"].to_numpy(dtype=np.int64)),
     )
 
 

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from pinfeed.artifacts.index import IndexConfig
 from pinfeed.config import FrozenModel, load_yaml_model
-from training.ray_train import RayOptions
+from training.ray_options import RayOptions
 from training.retrieval.config import (
     PositiveWeightConfig,
     RetrievalConfig,
