@@ -14,7 +14,9 @@ from fastapi import FastAPI
 from ray.serve.exceptions import BackPressureError
 
 from pinfeed.errors import ConfigError, DataNotFoundError, UnavailableError
+from serving.http.api import INT64_MAX
 from serving.http.errors import HttpError, call, install_error_handlers
+from serving.http.ingress import request_id_of
 
 
 @ray.remote
@@ -132,3 +134,15 @@ def test_edge_answers_bugs_and_oversized_bodies_in_the_error_shape() -> None:
     status, answer = asgi_request(api, "GET", "/missing")
     assert status == 404 and answer["detail"][0]["msg"] == "run r1 has no ranker", answer
     assert asgi_request(api, "GET", "/unavailable")[0] == 503
+
+
+def test_request_ids_from_headers_are_int64_digits_as_is_else_hashed() -> None:
+    """docs/serving.md: digits are used as is (a replayed id replays its query draws); any other
+    value, such as the UUID Serve's proxy adds, is hashed to 63 bits, the same way every time."""
+    assert request_id_of("42") == 42 and request_id_of(str(INT64_MAX)) == INT64_MAX
+    uuid = "0b5e6a4c-1f2d-4c3b-9a8e-7d6c5b4a3f2e"
+    hashed = {request_id_of(value) for value in (uuid, str(INT64_MAX + 1), "４２", "-7")}
+    assert len(hashed) == 4 and all(0 <= value <= INT64_MAX for value in hashed)
+    assert request_id_of(uuid) == request_id_of(uuid) != request_id_of(uuid.upper())
+    drawn = {request_id_of(None) for _ in range(64)}
+    assert len(drawn) == 64 and all(0 <= value <= INT64_MAX for value in drawn)

@@ -236,6 +236,14 @@ def test_bad_recommend_input_is_422_naming_the_field(
     assert any(field in map(str, problem["loc"]) for problem in answer["detail"])
 
 
+def test_a_feedback_batch_holds_1_to_1000_events(base_url: str) -> None:
+    event = {"request_id": 1, "pin_id": 1, "kind": "impression"}
+    for events in ([], [event] * 1001):
+        status, answer = call(f"{base_url}/feedback", {"events": events})
+        assert status == 422, answer
+        assert any("events" in map(str, problem["loc"]) for problem in answer["detail"]), answer
+
+
 def test_reload_weights_reorders_without_restart(base_url: str, home: ProjectHome) -> None:
     user = users_with_clusters(home)[1]
     before = recommend(base_url, request_id=4242, user_id=user, k=30)
@@ -688,14 +696,19 @@ def prometheus_samples(page: str, name: str) -> dict[str, float]:
 STAGES = ("prepare", "rank", "finish")
 
 
-def metric_totals(port: int) -> tuple[dict[str, float], dict[str, float]]:
-    """({kind: answers}, {stage: observations}) of the Recommender on Ray's Prometheus page
-    ({} when the page cannot be read yet)."""
+def metrics_page(port: int) -> str:
+    """Ray's Prometheus page ("" while it cannot be read yet)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
-            page = answer.read().decode()
+            return answer.read().decode()
     except OSError:
-        return {}, {}
+        return ""
+
+
+def metric_totals(port: int) -> tuple[dict[str, float], dict[str, float]]:
+    """({kind: answers}, {stage: observations}) of the Recommender on Ray's Prometheus page
+    (zeros while the page cannot be read yet)."""
+    page = metrics_page(port)
     answers = prometheus_samples(page, "ray_pinfeed_answers_total")
     stages = prometheus_samples(page, "ray_pinfeed_stage_ms_count")
     assert all('deployment="Recommender"' in labels for labels in {**answers, **stages})
@@ -741,3 +754,9 @@ def test_request_metrics_reach_prometheus(base_url: str, home: ProjectHome) -> N
             break
         assert time.monotonic() < deadline, (answers_before, answers, stages_before, stages)
         time.sleep(2.0)
+    # the store check behind /healthz records each serving view's feature age
+    get_json(f"{base_url}/healthz")
+    while not (ages := prometheus_samples(metrics_page(port), "ray_pinfeed_feature_age_seconds")):
+        assert time.monotonic() < deadline + 60, "no pinfeed_feature_age_seconds on the page"
+        time.sleep(2.0)
+    assert all('view="' in labels for labels in ages) and all(age >= 0 for age in ages.values())
