@@ -1,5 +1,6 @@
 """Every `pinfeed ...` command the docs and the config comments name exists, with every option
-they give it: a renamed or dropped option fails here instead of on a reader's terminal."""
+they give it: a renamed or dropped option fails here instead of on a reader's terminal. Every
+test the docs cite as backing a claim exists too."""
 
 from __future__ import annotations
 
@@ -78,3 +79,27 @@ def test_the_scan_finds_a_wrong_option(tmp_path: Path) -> None:
     assert command.name == "serve" and "--redis-url" not in option_names(command)
     assert "--port" in option_names(command) and rest[0] == "--redis-url"
     assert resolve(root, status)[0].name == "status"
+
+
+# `test_x.py::test_name`, or `::test_name` after one (the same file)
+CITED_TEST = re.compile(r"`(test_\w+\.py)?::(test_\w+)")
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    """The docs back their claims by naming tests (`file.py::test_name`): a renamed or
+    removed test must fail here, not leave a claim pointing at nothing."""
+    defined = {
+        (path.name, name)
+        for path in (REPO / "tests").rglob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
+    }
+    cited, missing = 0, []
+    for doc in (REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))):
+        file = None
+        for match in CITED_TEST.finditer(doc.read_text()):
+            file = match.group(1) or file
+            cited += 1
+            if (file, match.group(2)) not in defined:
+                missing.append(f"{doc.name}: {file}::{match.group(2)}")
+    assert not missing, missing
+    assert cited >= 50, cited  # the docs name their tests; a regex that matched nothing fails
