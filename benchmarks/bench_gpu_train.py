@@ -94,8 +94,9 @@ def ranking_steps(device: torch.device, batch_size: int, dense_features: int) ->
     on_device = RankerBatch(*(t.to(device) for t in (*full.inputs(), full.labels)))
 
     def step(i: int) -> float:
-        take = slice((i * batch_size) % (rows - batch_size), None)
-        part = RankerBatch(*(t[take][:batch_size] for t in (*on_device.inputs(), on_device.labels)))
+        start = (i * batch_size) % (rows - batch_size)
+        take = slice(start, start + batch_size)
+        part = RankerBatch(*(t[take] for t in (*on_device.inputs(), on_device.labels)))
         return ranking_step(model, loss_fn, optimizer, part)
 
     return step
