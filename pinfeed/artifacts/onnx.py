@@ -4,6 +4,11 @@ The CUDA provider is asked for only when ORT was built with it and the machine h
 device node: asking on a machine without one makes ORT log a loud (harmless) library-load error
 before falling back. Where CUDA is asked for but cannot start (wrong CUDA or cuDNN major), ORT
 itself falls back to the CPU provider; `session.get_providers()` says which won.
+
+On CUDA, TF32 is off (`CUDA_OPTIONS`): ORT's CUDA provider runs float32 matrix products in
+TF32 by default on Ampere and later, which moved the ranker's logits by up to 1.2e-3 from the
+CPU's on an H200 (docs/benchmarks.md, GPU section), past the 1e-5 that the train/serve parity
+checks hold served scores to. With it off they differ by float rounding only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pinfeed.errors import DataNotFoundError
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 NVIDIA_DEVICE = Path("/dev/nvidiactl")
+CUDA_OPTIONS = {"use_tf32": "0"}  # full float32 products: the CPU's answers (module docstring)
 
 
 def gpu_available(
@@ -55,8 +61,10 @@ def inference_session(
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no ONNX model here; train the run that should hold it")
+    providers = session_providers(prefer_gpu)
     return ort.InferenceSession(
         str(path),
         sess_options=session_options(intra_op_threads),
-        providers=session_providers(prefer_gpu),
+        providers=providers,
+        provider_options=[CUDA_OPTIONS if name == CUDA else {} for name in providers],
     )

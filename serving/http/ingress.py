@@ -215,14 +215,16 @@ def ingress_deployment() -> Deployment:
             )
 
         def _authorise(self, token: str | None) -> None:
-            field = ("header", "x-admin-token")
-            if self.admin_digest is None:
-                raise HttpError(
-                    403, field, "admin is disabled: set PINFEED_ADMIN_TOKEN and redeploy"
-                )
-            if token is None or not hmac.compare_digest(
-                token_digest(token) or "", self.admin_digest
-            ):
-                raise HttpError(401, field, "missing or wrong admin token")
+            authorise(self.admin_digest, token)
 
     return Ingress
+
+
+def authorise(admin_digest: str | None, token: str | None) -> None:
+    """An admin call goes ahead only with the token whose SHA-256 the app was deployed with:
+    403 when it was deployed without one (admin disabled), 401 for a missing or wrong token."""
+    field = ("header", "x-admin-token")
+    if admin_digest is None:
+        raise HttpError(403, field, "admin is disabled: set PINFEED_ADMIN_TOKEN and redeploy")
+    if token is None or not hmac.compare_digest(token_digest(token) or "", admin_digest):
+        raise HttpError(401, field, "missing or wrong admin token")

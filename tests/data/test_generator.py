@@ -256,3 +256,22 @@ def test_config_rejects_typos_and_unknown_presets() -> None:
     small = GeneratorConfig.preset("small", seed=3)
     assert (small.users, small.days, small.seed) == (3000, 14, 3)
     assert GeneratorConfig.preset("medium").users >= 50_000
+
+
+@pytest.mark.parametrize(
+    ("preset", "users", "pins", "impressions"),
+    [("tiny", 300, 1_200, 26_000), ("small", 3_000, 8_000, 505_000)],
+)
+def test_presets_have_the_sizes_the_data_page_states(
+    preset: str, users: int, pins: int, impressions: int
+) -> None:
+    """docs/data.md's preset table, and its "under 0.01 % of small-preset requests hold fewer
+    than 10 items" (candidates redrawn until dropped); the small world takes about a second."""
+    world = generate_world(GeneratorConfig.preset(preset, seed=0), progress=False)
+    events = world.events
+    assert (events.users.num_rows, events.pins.num_rows) == (users, pins)
+    assert abs(events.impressions.num_rows / impressions - 1) < 0.02, events.impressions.num_rows
+    _, per_request = np.unique(events.impressions["request_id"].to_numpy(), return_counts=True)
+    assert per_request.max() == 10
+    if preset == "small":
+        assert (per_request < 10).mean() < 1e-4, (per_request < 10).mean()

@@ -1,6 +1,7 @@
 """`pinfeed.traffic.ingest`: served items + feedback -> event-set partitions, hand-counted:
-flags and dwell land on the right rows, every item and event is accounted for, and a second
-run changes nothing."""
+flags and dwell land on the right rows, every item and event is accounted for, a second run
+changes nothing, feedback that arrives after a run lands on the next, the logs are read from
+Redis when REDIS_URL says so, and an event set written before `hide` existed reads it as null."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
+from feature_repo.store import open_store
 from pinfeed.errors import ConfigError
 from pinfeed.events import read_event_set, write_event_set
+from pinfeed.traffic.feedback_log import RedisFeedbackLog
 from pinfeed.traffic.ingest import ingest_served
 from pinfeed.traffic.records import FeedbackRecord, ServedItem
+from pinfeed.traffic.served import RedisServedLog
 from pinfeed.validate import validate
+from pinfeed_cli import steps
 from tests.support.events import random_events
+from tests.support.homes import make_home
+from tests.support.redis import RedisEndpoint
 
 SERVED_AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
 WINDOW = timedelta(hours=1)
@@ -80,7 +88,53 @@ def test_served_traffic_becomes_valid_events_and_reconciles(tmp_path: Path) -> N
     assert again == report
     assert read_event_set(events_dir).impressions.num_rows == after.impressions.num_rows
 
+    # feedback acknowledged after that run (still inside the window) lands on the next one
+    late = [event(14, "impression", 30 * minute), event(14, "save", 40 * minute)]
+    rerun = ingest_served(events_dir, served, feedback + late, window=WINDOW)
+    assert rerun.reconciles and rerun.ingested_impressions == 4 and rerun.not_shown == 1
+    rows = read_event_set(events_dir).impressions.filter(
+        pc.equal(read_event_set(events_dir).impressions["request_id"], REQUEST)
+    )
+    assert rows.num_rows == 4
+    assert [r["save"] for r in rows.to_pylist() if r["pin_id"] == 14] == [True]
+
     with pytest.raises(ConfigError, match="--replace"):  # logs that lost the traffic
         ingest_served(events_dir, [], [], window=WINDOW)
     ingest_served(events_dir, [], [], window=WINDOW, replace=True)
     assert read_event_set(events_dir).impressions.num_rows == before.impressions.num_rows
+
+
+def test_ingest_reads_the_redis_logs_when_given_a_redis_url(
+    tmp_path: Path, redis_endpoint: RedisEndpoint
+) -> None:
+    """The CLI step with a Redis URL reads the project's Redis streams, not the (absent) local
+    logs: what the serving app wrote with REDIS_URL set is what gets ingested."""
+    home = make_home(tmp_path / "home")
+    write_event_set(random_events(), home.events)
+    before = read_event_set(home.events).impressions.num_rows
+    project = open_store(home, redis_url=redis_endpoint.url).project
+    RedisServedLog(redis_endpoint.url, project, ttl_s=60).append([item(10, 0), item(11, 1)])
+    RedisFeedbackLog(redis_endpoint.url, project).append(
+        [event(10, "impression", timedelta(minutes=1)), event(11, "hide", timedelta(minutes=2))]
+    )
+    assert not (home.data / "serving").exists()
+
+    report = steps.ingest_served(home, redis_url=redis_endpoint.url, window_s=3600)
+
+    assert report.reconciles and (report.served_items, report.ingested_impressions) == (2, 2)
+    after = read_event_set(home.events).impressions
+    assert after.num_rows == before + 2
+    served = after.filter(pc.equal(after["request_id"], REQUEST)).to_pylist()
+    assert {(r["pin_id"], r["hide"]) for r in served} == {(10, False), (11, True)}
+
+
+def test_an_event_set_without_the_hide_column_reads_it_as_null(tmp_path: Path) -> None:
+    events_dir = write_event_set(random_events(), tmp_path / "events")
+    parts = sorted((events_dir / "impressions").glob("date=*/*.parquet"))
+    assert parts
+    for part in parts:  # as an event set written before the column existed
+        pq.write_table(pq.read_table(part).drop_columns(["hide"]), part)
+    events = read_event_set(events_dir)
+    assert events.impressions.num_rows == 6000
+    assert events.impressions["hide"].null_count == 6000
+    assert validate(events).ok

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import pytest
@@ -46,6 +47,42 @@ def test_replica_errors_map_to_statuses(ray_local: None) -> None:
     assert (failed_call("missing").status, failed_call("refused").status) == (404, 409)
     overloaded = failed_call("overloaded")
     assert overloaded.status == 503 and overloaded.headers == {"Retry-After": "1"}
+
+
+@ray.remote(max_restarts=0)
+class Replica:
+    """Stands for a deployment replica: `die` loses the process, as a killed replica does."""
+
+    def die(self) -> None:
+        os._exit(1)
+
+    def ping(self) -> str:
+        return "ok"
+
+
+@ray.remote
+def calls_a_lost_replica(replica: Any) -> None:
+    """The Recommender calling a Ranker that is gone: its own handle call fails inside it."""
+    ray.get(replica.ping.remote())
+
+
+def test_a_lost_replica_is_503_also_behind_another_replica(ray_local: None) -> None:
+    """A lost replica (RayActorError) is a 503 + Retry-After, not a 500 bug, also when it
+    reaches the edge wrapped in the RayTaskError of the replica that called it."""
+    replica = Replica.remote()
+    lost = failed_on(replica.die.remote())
+    assert lost.status == 503 and lost.headers == {"Retry-After": "1"}, lost.message
+    behind = failed_on(calls_a_lost_replica.remote(replica))
+    assert behind.status == 503 and behind.headers == {"Retry-After": "1"}, behind.message
+
+
+def failed_on(response: Any) -> HttpError:
+    async def run() -> None:
+        await call(response, ("service",))
+
+    with pytest.raises(HttpError) as caught:
+        asyncio.run(run())
+    return caught.value
 
 
 def edge_app() -> FastAPI:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import shlex
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import timedelta
@@ -31,8 +33,8 @@ from feature_repo.tables import TABLES
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from pinfeed_cli import app as cli
-from serving.stages.online import SERVING_SERVICE
-from serving.stages.store_health import require_loaded
+from serving.stages.online import SERVING_SERVICE, connect
+from serving.stages.store_health import GATE_TIMEOUT_S, check_store, require_loaded
 from tests.support.homes import make_home, shared_serving_home
 from tests.support.redis import RedisEndpoint, free_port
 from tests.support.tables import T0, write_tables
@@ -278,6 +280,39 @@ def test_a_store_that_does_not_answer_is_one_clear_line(home: ProjectHome) -> No
         assert code == 0, out
         code, out = run_cli(home, *args, redis_url=nobody)
         assert code == 2 and "failed" in out and "Traceback" not in out, out
+
+
+def test_the_deploy_gate_waits_out_a_slow_store_and_refuses_a_hung_one(
+    home: ProjectHome, sqlite: FeatureStore, own_redis: Any
+) -> None:
+    """The gate's own read timeout (`GATE_TIMEOUT_S`, 5 s) outlasts a stall that serving's
+    0.25 s reads give up on, so one slow answer does not decide a deploy; a store that never
+    answers is refused in bounded time with a message, not a hang."""
+    url = own_redis.endpoint.url
+    feature_store.materialize(feature_store.open_store(home, redis_url=url), end=END)
+    gate = connect(home, url, GATE_TIMEOUT_S)
+    assert require_loaded(gate, allow_empty=False).problem is None
+    serving = connect(home, url)
+
+    own_redis.pause()
+    resume = threading.Timer(1.5, own_redis.resume)
+    resume.start()
+    try:
+        assert check_store(serving).error, "serving's 0.25 s read should give up on the stall"
+        started = time.monotonic()
+        assert require_loaded(gate, allow_empty=False).problem is None
+        assert time.monotonic() - started < GATE_TIMEOUT_S
+    finally:
+        resume.join()
+
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="online store check failed"):
+            require_loaded(gate, allow_empty=False)
+        assert GATE_TIMEOUT_S <= time.monotonic() - started < 60
+    finally:
+        own_redis.resume()
 
 
 def readme_production_commands() -> list[str]:

@@ -216,3 +216,26 @@ def test_replayed_feedback_does_not_move_the_reward(
     once = online_rewards(store)
     assert writer.ingest(served, feedback).empty
     pd.testing.assert_frame_equal(online_rewards(store), once)
+
+
+def test_pushes_are_stamped_strictly_after_what_the_store_holds(
+    home_store: tuple[ProjectHome, FeatureStore],
+) -> None:
+    """Each push is stamped by the writer, never by the events: strictly after the offline
+    rows it builds on (here stamped in the future, T1) and after its own previous push, so
+    Redis, which keeps a row only when its stamp is newer, takes both batches."""
+    home, store = home_store
+    run_rewards_job(home, since=SINCE, as_of=T1, store=store)
+    writer = RealtimeRewardWriter(store, counted_until=T1)
+    served, feedback = round_trip_feedback()
+    requests = sorted(feedback["request_id"].unique())
+    first_half = feedback["request_id"].isin(requests[: len(requests) // 2])
+    first = writer.ingest(served, feedback[first_half])
+    second = writer.ingest(served, feedback[~first_half])
+    stamps = [push["event_timestamp"].unique() for push in (first, second)]
+    assert [len(s) for s in stamps] == [1, 1], stamps  # one stamp per push
+    assert pd.Timestamp(T1) < stamps[0][0] < stamps[1][0], stamps
+    assert not {stamps[0][0], stamps[1][0]} & set(feedback["event_ts"])  # not the clients'
+    online = online_rewards(store)
+    assert online.loc[100, "reward_impressions"] == 40 + 10  # both pushes landed
+    assert online.loc[101, "reward_engagements"] == 3 + 4

@@ -15,9 +15,18 @@ from ray.serve.schema import ServeDeploySchema
 from pinfeed.errors import ConfigError
 from pinfeed.traffic.feedback_log import LocalFeedbackLog
 from pinfeed.traffic.records import FeedbackRecord
+from pinfeed.utility import HeadWeights, UtilityWeights
 from serving.app import CONFIG_FILE, check_home, fit_to_cluster, requested_cpus
-from serving.config import DEPLOYMENT_NAMES, load_serve_file, parse_serving_config
-from serving.deploy import app_schema
+from serving.config import (
+    DEPLOYMENT_NAMES,
+    ActiveModels,
+    load_serve_file,
+    parse_serving_config,
+    user_configs,
+)
+from serving.deploy import app_schema, token_digest
+from serving.http.errors import HttpError
+from serving.http.ingress import authorise
 
 CLUSTER_CONFIG_FILE = CONFIG_FILE.with_name("config.cluster.yaml")
 
@@ -158,3 +167,32 @@ def test_serving_imports_without_torch() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_admin_is_403_without_a_token_at_deploy_and_401_with_a_wrong_one() -> None:
+    digest = token_digest("s3cret")
+    assert digest and "s3cret" not in digest
+    authorise(digest, "s3cret")  # the right token goes ahead
+    for token in (None, "wrong"):
+        with pytest.raises(HttpError) as refused:
+            authorise(digest, token)
+        assert refused.value.status == 401 and refused.value.field == ("header", "x-admin-token")
+    for token in (None, "s3cret"):  # deployed without the variable: nothing opens admin
+        with pytest.raises(HttpError) as disabled:
+            authorise(None, token)
+        assert disabled.value.status == 403 and "PINFEED_ADMIN_TOKEN" in disabled.value.message
+    assert token_digest(None) is None and token_digest("") is None
+
+
+def test_a_weights_only_reload_leaves_the_ranker_config_as_it_was() -> None:
+    """Serve reconfigures only deployments whose `user_config` changed: new weights change the
+    Recommender's alone, a new run both."""
+    served = user_configs(ActiveModels(run_id="r1"))
+    weights = UtilityWeights(
+        version="tuned", weights=HeadWeights(closeup=0.1, save=0.2, click=0.3, long_click=0.4)
+    )
+    reweighted = user_configs(ActiveModels(run_id="r1", utility=weights))
+    assert reweighted["Ranker"] == served["Ranker"]
+    assert reweighted["Recommender"] != served["Recommender"]
+    switched = user_configs(ActiveModels(run_id="r2"))
+    assert switched["Ranker"] != served["Ranker"]

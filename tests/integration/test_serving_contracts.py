@@ -6,6 +6,8 @@ without Ray against a real project home (Feast SQLite online store, ONNX runs on
   serving another run keeps serving it;
 - feedback the log cannot take is refused (`UnavailableError`, a 503 at the edge) and neither
   recorded nor credited; the same events are credited once the log takes them;
+- feedback whose served record is still queued waits for it (`unmatched_wait_s`) and is
+  credited; an event stamped before the recorder started is logged and left to the offline job;
 - the pin cache reloads, with the new values, when the registry or the store's load ledger
   shows a newer load of the pin views, and only then.
 
@@ -14,6 +16,8 @@ The HTTP side of the first two (409 / 503, the served run unchanged) is in test_
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,6 +228,52 @@ def test_feedback_the_log_cannot_take_is_refused_and_neither_recorded_nor_credit
     assert retried.applied and retried.unmatched == 0
     assert [r.event_id for r in recorder.log.read_all()] == earlier.event_ids + retried.event_ids
     assert recorder.writer.ledger.credited([(41, 7)]).shown == {(41, 7)}
+
+
+def served_item(request_id: int, pin_id: int, user: int, cluster: int) -> ServedItem:
+    return ServedItem(
+        request_id=request_id, user_id=user, served_at=datetime.now(UTC).isoformat(),
+        pin_id=pin_id, position=0, cluster_id=cluster, query_pin_id=None, run_id=RUN_ID,
+        model_version="contract", probabilities=(0.1, 0.2, 0.3, 0.4), utility=0.5,
+    )  # fmt: skip
+
+
+def test_feedback_waits_for_a_queued_served_record_and_leaves_older_events_offline(
+    own_home: ProjectHome, tmp_path: Path
+) -> None:
+    """An item whose served record lands while its feedback waits (the Recommender's write
+    queue) is credited; one that never lands is counted unmatched after `unmatched_wait_s`;
+    an event stamped before the recorder started is logged but left to the offline job."""
+    config = serving_config(own_home, tmp_path).model_copy(update={"unmatched_wait_s": 30.0})
+    recorder = FeedbackRecorder(config)
+    user = users_with_clusters(own_home)[0]
+    clusters = read_rows(connect(own_home, None), ["user_clusters:cluster_ids"], "user_id", [user])
+    cluster = int(clusters["user_clusters__cluster_ids"][0][0])
+
+    late = threading.Timer(0.5, recorder.served.append, [[served_item(61, 7, user, cluster)]])
+    late.start()
+    started = time.monotonic()
+    waited = recorder.record([impression(61, 7, user)])
+    late.join()
+    assert waited.unmatched == 0 and waited.applied, waited
+    assert 0.4 < time.monotonic() - started < 20.0  # it returned once the record landed
+    assert recorder.writer.ledger.credited([(61, 7)]).shown == {(61, 7)}
+
+    recorder.wait_s = 1.0
+    started = time.monotonic()
+    never = recorder.record([impression(62, 7, user)])
+    assert never.unmatched == 1 and not never.applied
+    assert 1.0 <= time.monotonic() - started < 20.0
+
+    recorder.served.append([served_item(63, 7, user, cluster)])
+    before_start = FeedbackRecord(
+        event_id="", request_id=63, pin_id=7, kind="impression", user_id=user,
+        event_ts=(datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+    )  # fmt: skip
+    older = recorder.record([before_start])
+    assert older.unmatched == 0 and not older.applied
+    assert older.event_ids[0] in {r.event_id for r in recorder.log.read_all()}
+    assert recorder.writer.ledger.credited([(63, 7)]) == Credited()
 
 
 # --- the pin cache follows materialisations ---------------------------------------------------

@@ -140,5 +140,7 @@ def test_session_runs_on_the_machine_gpu_where_there_is_one(
     session = inference_session(out_dir / QUERY_TOWER_FILE)
     assert session.get_providers()[0] == (CUDA if gpu_available() else CPU)
     assert session.get_providers()[-1] == CPU
+    if gpu_available():  # full float32 on CUDA: TF32 moved ranker logits by 1e-3 on an H200
+        assert session.get_provider_options()[CUDA]["use_tf32"] == "0"
     cpu_only = inference_session(out_dir / QUERY_TOWER_FILE, prefer_gpu=False)
     assert cpu_only.get_providers() == [CPU]
