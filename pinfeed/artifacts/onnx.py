@@ -66,5 +66,5 @@ def inference_session(
         str(path),
         sess_options=session_options(intra_op_threads),
         providers=providers,
-        provider_options=[CUDA_OPTIONS if name == CUDA else {} for name in providers],
+        provider_options=[dict(CUDA_OPTIONS) if name == CUDA else {} for name in providers],
     )

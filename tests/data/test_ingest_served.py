@@ -89,14 +89,18 @@ def test_served_traffic_becomes_valid_events_and_reconciles(tmp_path: Path) -> N
     assert read_event_set(events_dir).impressions.num_rows == after.impressions.num_rows
 
     # feedback acknowledged after that run (still inside the window) lands on the next one
-    late = [event(14, "impression", 30 * minute), event(14, "save", 40 * minute)]
+    late = [
+        event(14, "impression", 30 * minute), event(14, "save", 40 * minute),
+        event(10, "save", 30 * minute),  # on a row the first run wrote
+    ]  # fmt: skip
     rerun = ingest_served(events_dir, served, feedback + late, window=WINDOW)
     assert rerun.reconciles and rerun.ingested_impressions == 4 and rerun.not_shown == 1
     rows = read_event_set(events_dir).impressions.filter(
         pc.equal(read_event_set(events_dir).impressions["request_id"], REQUEST)
     )
     assert rows.num_rows == 4
-    assert [r["save"] for r in rows.to_pylist() if r["pin_id"] == 14] == [True]
+    saved = {r["pin_id"]: r["save"] for r in rows.to_pylist()}
+    assert saved[14] and saved[10] and not saved[11], saved
 
     with pytest.raises(ConfigError, match="--replace"):  # logs that lost the traffic
         ingest_served(events_dir, [], [], window=WINDOW)

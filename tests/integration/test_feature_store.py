@@ -102,21 +102,21 @@ def test_redis_url_becomes_feast_connection_string() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("online", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("flavour", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def test_cli_apply_then_materialize_incremental(
-    online: str, tmp_path: Path, request: pytest.FixtureRequest
+    flavour: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The ecosystem's way: `feast -c <repo> apply` and `materialize-incremental <ts>`, on the
     default file and on the Redis one (slow: each CLI call imports Feast afresh, 6-20 s on 2
     busy cores)."""
-    redis_url = request.getfixturevalue("redis_endpoint").url if online == "redis" else None
+    redis_url = request.getfixturevalue("redis_endpoint").url if flavour == "redis" else None
     home = make_home(tmp_path)
     now = datetime.now(UTC).replace(microsecond=0)
     write_tables(home, now - timedelta(days=1, hours=1))
     feast_cli(home, "apply", redis_url=redis_url)
     loaded = feast_cli(home, "materialize-incremental", now.isoformat(), redis_url=redis_url)
     said = re.sub(r"\x1b\[[0-9;]*m", "", loaded.stdout)  # Feast colours its words
-    assert f"into the {online} online store" in said, said
+    assert f"into the {flavour} online store" in said, said
     opened = feature_store.open_store(home, redis_url=redis_url)
     services = {service.name for service in opened.list_feature_services()}
     assert {"retrieval_v1", "ranking_v1", "serving_v1"} <= services

@@ -250,12 +250,28 @@ def test_feedback_waits_for_a_queued_served_record_and_leaves_older_events_offli
     clusters = read_rows(connect(own_home, None), ["user_clusters:cluster_ids"], "user_id", [user])
     cluster = int(clusters["user_clusters__cluster_ids"][0][0])
 
-    late = threading.Timer(0.5, recorder.served.append, [[served_item(61, 7, user, cluster)]])
-    late.start()
+    lookups: list[int] = []
+    lookup = recorder.served.lookup
+
+    def counted_lookup(keys: list[tuple[int, int]]) -> dict:
+        lookups.append(len(keys))
+        return lookup(keys)
+
+    recorder.served.lookup = counted_lookup  # type: ignore[method-assign]
+    log_append = recorder.log.append
+
+    def append_then_serve(records: list[FeedbackRecord]) -> list[FeedbackRecord]:
+        """The record lands 0.5 s after the feedback was logged (still in a write queue)."""
+        logged = log_append(records)
+        threading.Timer(0.5, recorder.served.append, [[served_item(61, 7, user, cluster)]]).start()
+        return logged
+
+    recorder.log.append = append_then_serve  # type: ignore[method-assign]
     started = time.monotonic()
     waited = recorder.record([impression(61, 7, user)])
-    late.join()
+    recorder.log.append = log_append  # type: ignore[method-assign]
     assert waited.unmatched == 0 and waited.applied, waited
+    assert len(lookups) >= 2, "the first lookup cannot have found it: it was looked up again"
     assert 0.4 < time.monotonic() - started < 20.0  # it returned once the record landed
     assert recorder.writer.ledger.credited([(61, 7)]).shown == {(61, 7)}
 
