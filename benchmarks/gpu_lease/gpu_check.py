@@ -5,8 +5,8 @@
 (a) Ray Train, 1 worker, `use_gpu=True` then `use_gpu=False`, through the project's own
     functions: ranking = `training.ranking.job._train_one("multi_task", ...)` (what
     `train_ranking` calls per model: `training.ray_train.fit` + `train_loop_per_worker`);
-    retrieval = `training.ray_train.fit(retrieval_loop, ...)` with the inputs `train_retrieval`
-    builds (its own helpers, in its order), stopping before `export_and_index` (faiss).
+    retrieval = `training.ray_train.fit(retrieval_loop, ...)` on `retrieval_inputs` (what
+    `train_retrieval` builds), stopping before `export_and_index` (faiss).
     Optional last part (`--parts ...,full`): the whole `train_ranking` job (both models, ONNX
     export, parity check) on the GPU (CPU where there is none), when the budget allows.
 (b) ranker.onnx and query_tower.onnx: ONNX Runtime CUDA EP vs CPU EP vs torch eager
@@ -406,45 +406,23 @@ def ray_options(use_gpu: bool) -> Any:
 
 
 def retrieval_fit(home: Any, use_gpu: bool) -> dict[str, Any]:
-    """`train_retrieval` up to and including `fit`, with the project's helpers in its order."""
-    import ray.data
-
+    """`train_retrieval` up to and including `fit` (its own `retrieval_inputs`), no export."""
+    stub_feast()  # training.retrieval.job imports training.training_sets
     from training.ray_train import fit
-    from training.retrieval.corpus import read_pin_corpus
-    from training.retrieval.dataset import (
-        WEIGHT_COLUMNS,
-        VariantRows,
-        known_user_ids,
-        pin_sampling,
-        read_training_set,
-        sized_towers,
-        weighted_rows,
-    )
+    from training.retrieval.job import retrieval_inputs
     from training.retrieval.job_config import RetrievalJobConfig, RetrievalSettings
     from training.retrieval.ray_loop import RetrievalLoopConfig, retrieval_loop
 
     tag = "gpu" if use_gpu else "cpu"
     job = RetrievalJobConfig(model=RetrievalSettings(epochs=ARGS.epochs), ray=ray_options(use_gpu))
-    set_path = home.training_sets / "retrieval.parquet"
-    columns = read_training_set(set_path, WEIGHT_COLUMNS)
-    corpus = read_pin_corpus(home.features)
-    towers = sized_towers(
-        corpus,
-        known_user_ids(home.events / "users.parquet", columns),
-        **job.model.towers.model_dump(),
-    )
-    model_config = job.model.sized(towers)
-    sampling = pin_sampling(weighted_rows(columns, model_config), towers.n_pin_buckets)
+    inputs = retrieval_inputs(job, home)
+    model_config = inputs.model_config
     storage = Path(ARGS.scratch) / "checkpoints"
     settings = job.ray.settings(f"gpucheck-retrieval-{tag}-{time.time_ns()}", storage)
-    dataset = ray.data.read_parquet(str(set_path)).map_batches(
-        VariantRows(model_config), batch_format="pyarrow"
-    )
+    dataset = inputs.dataset()
     probe = str(Path(ARGS.scratch) / f"probe-retrieval-{tag}.jsonl")
     Path(probe).unlink(missing_ok=True)
-    loop = RetrievalLoopConfig(
-        model_config, sampling.log_q_table.numpy(), on_epoch_end=DeviceProbe(probe)
-    )
+    loop = RetrievalLoopConfig(model_config, inputs.log_q, on_epoch_end=DeviceProbe(probe))
     began = time.perf_counter()
     result = fit(retrieval_loop, loop.as_loop_config(), {"train": dataset}, settings)
     wall = time.perf_counter() - began

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,14 +91,27 @@ def _job_config(config: RetrievalJobConfig | Path) -> RetrievalJobConfig:
     return config if isinstance(config, RetrievalJobConfig) else load_job_config(Path(config))
 
 
-def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path) -> Path:
-    """Train on `<home>/data/training_sets/retrieval.parquet` with Ray Train, export and index.
+@dataclass(frozen=True)
+class RetrievalInputs:
+    """What the training loop is built from: the set, the sized model config, the corpus the
+    towers were sized on (indexed after training) and the sampled-softmax logQ table."""
 
-    Connects to the cluster in RAY_ADDRESS (as under `ray job submit`) or starts a local Ray.
-    Returns the run's retrieval folder `<home>/artifacts/<run_id>/retrieval`.
-    """
-    job = _job_config(config)
-    home = home if isinstance(home, ProjectHome) else ProjectHome(Path(home).resolve())
+    set_path: Path
+    model_config: RetrievalConfig
+    corpus: PinCorpus
+    log_q: np.ndarray
+
+    def dataset(self) -> ray.data.Dataset:
+        """The training set as Ray Data, each row expanded to its variant's positives (needs
+        Ray started)."""
+        return ray.data.read_parquet(str(self.set_path)).map_batches(
+            VariantRows(self.model_config), batch_format="pyarrow"
+        )
+
+
+def retrieval_inputs(job: RetrievalJobConfig, home: ProjectHome) -> RetrievalInputs:
+    """Read the training set and pin corpus of `home` and size the towers and sampling on them
+    (the part of `train_retrieval` before Ray; benchmarks reuse it)."""
     set_path = home.training_sets / f"{RETRIEVAL_NAME}.parquet"
     columns = read_training_set(set_path, WEIGHT_COLUMNS)
     corpus = read_pin_corpus(home.features)
@@ -108,14 +122,24 @@ def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path)
     )
     model_config = job.model.sized(towers)
     sampling = pin_sampling(weighted_rows(columns, model_config), towers.n_pin_buckets)
+    return RetrievalInputs(set_path, model_config, corpus, sampling.log_q_table.numpy())
+
+
+def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path) -> Path:
+    """Train on `<home>/data/training_sets/retrieval.parquet` with Ray Train, export and index.
+
+    Connects to the cluster in RAY_ADDRESS (as under `ray job submit`) or starts a local Ray.
+    Returns the run's retrieval folder `<home>/artifacts/<run_id>/retrieval`.
+    """
+    job = _job_config(config)
+    home = home if isinstance(home, ProjectHome) else ProjectHome(Path(home).resolve())
+    inputs = retrieval_inputs(job, home)
+    set_path, model_config, corpus = inputs.set_path, inputs.model_config, inputs.corpus
     run = run_for_retrieval(home.artifacts, job.run_id)
     settings = job.ray.settings(f"retrieval-{run.run_id}", run.checkpoints)
     ensure_ray()
-    dataset = ray.data.read_parquet(str(set_path)).map_batches(
-        VariantRows(model_config), batch_format="pyarrow"
-    )
-    loop = RetrievalLoopConfig(model_config, sampling.log_q_table.numpy())
-    result = fit(retrieval_loop, loop.as_loop_config(), {"train": dataset}, settings)
+    loop = RetrievalLoopConfig(model_config, inputs.log_q)
+    result = fit(retrieval_loop, loop.as_loop_config(), {"train": inputs.dataset()}, settings)
     state = load_result_state(result)
     model = RetrievalModel(model_config)
     model.load_state_dict(state["model"])
