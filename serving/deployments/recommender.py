@@ -71,6 +71,7 @@ class Recommender:
         self._check_store()
         self._checked = time.monotonic()
         self._refresh: asyncio.Future[bool] | None = None
+        self.pin_cache_refreshes = 0  # reloads of the pin cache after a newer load
 
     def _connect(self) -> FeatureStore:
         """A Feast store of its own for whoever asks (a pipeline, a check, a cache refresh):
@@ -126,8 +127,9 @@ class Recommender:
     async def status(self) -> dict[str, str | int | None]:
         """{"model_version": what answers name now, "run_id": its run, "error": why the last
         switch failed on this replica, "served_recorded" / "served_dropped": items of this
-        replica's answers written to / dropped from the served log, "answers_<kind>": its
-        answers by kind (`serving.stages.metrics`)}."""
+        replica's answers written to / dropped from the served log, "pin_cache_refreshes":
+        how often it reloaded its pin cache after a newer load, "answers_<kind>": its answers
+        by kind (`serving.stages.metrics`)}."""
         if self.active.pipeline is not None:  # /healthz alone keeps the store check current
             self._refresh_cache_soon(self.active.pipeline)
         models = self.active.models
@@ -140,6 +142,7 @@ class Recommender:
             "served_dropped": self.served.dropped,
             "features_logged": self.feature_log.logged if self.feature_log else 0,
             "features_dropped": self.feature_log.dropped if self.feature_log else 0,
+            "pin_cache_refreshes": self.pin_cache_refreshes,
             **{f"answers_{kind}": count for kind, count in self.metrics.totals.items()},
         }
 
@@ -166,10 +169,12 @@ class Recommender:
         if self.store_health.empty:
             return False  # keep the last good copy: reloading now would read an empty store
         try:
-            return pipeline.refresh_cache(self._connect())
+            refreshed = pipeline.refresh_cache(self._connect())
         except (PinfeedError, *STORE_ERRORS) as error:
             logger.warning("pin cache refresh skipped: %s", error)
             return False
+        self.pin_cache_refreshes += refreshed  # one refresh runs at a time (_refresh_cache_soon)
+        return refreshed
 
     def _check_store(self) -> None:
         """Recheck the online store. A failed check keeps the last verdict (the breaker already

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,70 @@ def test_a_refused_run_is_409_naming_the_problem_and_the_served_run_stays(
     assert active_models() == configured
     user = users_with_clusters(home)[0]
     assert recommend(base_url, user_id=user, k=5)["model_version"] == served
+
+
+def _break_utility(run: Path) -> None:
+    (run / "ranking" / "utility.json").write_text("{not json")
+
+
+def test_a_switch_that_fails_on_the_replicas_is_rolled_back_and_409(
+    base_url: str, home: ProjectHome
+) -> None:
+    """A run that passes the one-replica check (artifacts, hashes, services, sessions) but
+    whose switch fails on the replicas: here its utility.json, which the check does not read,
+    is not JSON. The replicas keep their pipeline and report why; the ingress puts the old
+    user_config back and answers 409 "rolled back". The app then serves what it served, with
+    no reload_error (the rollback switched the replicas back)."""
+    configured = active_models()
+    served = get_json(f"{base_url}/healthz")["model_version"]
+    with edited_run(home, "broken-utility", _break_utility) as run_id:
+        try:
+            status, answer = call(
+                f"{base_url}/admin/reload", {"run_id": run_id}, {"x-admin-token": TOKEN}
+            )
+            left_on = active_models()
+        finally:  # a regression that kept the broken run must not leave the module's app on it
+            if active_models() != configured:
+                call(
+                    f"{base_url}/admin/reload",
+                    {"run_id": configured.run_id},
+                    {"x-admin-token": TOKEN},
+                )
+    assert status == 409 and "rolled back" in answer["detail"][0]["msg"], answer
+    assert "utility.json" in answer["detail"][0]["msg"], answer
+    assert left_on == configured, left_on
+    health = get_json(f"{base_url}/healthz")
+    assert health["model_version"] == served and health["reload_error"] is None, health
+    user = users_with_clusters(home)[0]
+    assert recommend(base_url, user_id=user, k=5)["model_version"] == served
+
+
+def test_reloads_sent_together_are_taken_one_at_a_time(base_url: str, home: ProjectHome) -> None:
+    """Two reloads to two different runs at once: each reads the config, switches every
+    replica and reads back the served run inside the ingress's lock, so each answers 200 with
+    its own run's version and the app ends on one of the two. Interleaved, one would read
+    back the other's run and roll back (409) or answer the wrong version."""
+    versions = {run: load_run(home.artifacts, run).version for run in (RUN_ID, RUN_ID_B)}
+    headers = {"x-admin-token": TOKEN}
+    configured = active_models()
+    try:
+        for runs in ((RUN_ID_B, RUN_ID), (RUN_ID_B, RUN_ID)):
+            barrier = threading.Barrier(len(runs))
+
+            def reload(run: str, barrier: threading.Barrier = barrier) -> tuple[int, Any]:
+                barrier.wait()
+                return call(f"{base_url}/admin/reload", {"run_id": run}, headers)
+
+            with ThreadPoolExecutor(len(runs)) as pool:
+                answers = dict(zip(runs, pool.map(reload, runs), strict=True))
+            for run, (status, answer) in answers.items():
+                assert status == 200, (run, answer)
+                assert answer["model_version"].startswith(f"{versions[run]}+"), answer
+            final = get_json(f"{base_url}/healthz")["model_version"]
+            assert final in {answer["model_version"] for _, answer in answers.values()}, final
+    finally:
+        if active_models() != configured:
+            call(f"{base_url}/admin/reload", {"run_id": configured.run_id}, headers)
 
 
 def test_switching_runs_under_load_fails_no_request_and_mixes_no_runs(

@@ -167,12 +167,15 @@ def test_flushed_store_is_reported_until_reloaded(
     """An online store that loses its values (FLUSHDB) does not fail a read: every user reads
     as unknown. The replica's store check notices within a refresh: answers are flagged
     degraded, /healthz says degraded and names the fix, and cold answers for users the offline
-    store knows are counted. Loading the store again clears it."""
+    store knows are counted; the pin cache keeps its last good copy meanwhile. Loading the
+    store again clears it and refills the cache."""
     from ray import serve
 
     recommender = serve.get_deployment_handle("Recommender", app_name="pinfeed")
     user = users_with_clusters(home)[2]
-    cold_before = recommender.status.remote().result().get("answers_cold_known_user", 0)
+    before = recommender.status.remote().result()
+    cold_before = before.get("answers_cold_known_user", 0)
+    refreshes = before["pin_cache_refreshes"]
     redis_server.endpoint.client().flushdb()
     deadline = time.monotonic() + 30
     while (health := get_json(f"{base_url}/healthz", timeout_s=10))["status"] != "degraded":
@@ -188,7 +191,19 @@ def test_flushed_store_is_reported_until_reloaded(
         assert time.monotonic() < deadline, answer
     cold = recommender.status.remote().result()["answers_cold_known_user"] - cold_before
     assert cold >= 1, "a cold answer for a user the offline store knows is counted"
+    # the flush lost the load ledger, so the pin views' load state changed; while a view is
+    # empty the replica rechecks every second (each /healthz asks) and keeps its last copy
+    quiet = time.monotonic() + 3.5
+    while time.monotonic() < quiet:
+        assert get_json(f"{base_url}/healthz", timeout_s=10)["status"] == "degraded"
+        time.sleep(0.5)
+    status = recommender.status.remote().result()
+    assert status["pin_cache_refreshes"] == refreshes, "the cache was reloaded from an empty store"
     load_redis(home, redis_server.endpoint.url)
     wait_for_full_answers(base_url, user)
     health = get_json(f"{base_url}/healthz", timeout_s=10)
     assert health["status"] == "ok" and health["store_problem"] is None, health
+    deadline = time.monotonic() + 30  # the new load (its ledger entry) refills the cache
+    while recommender.status.remote().result()["pin_cache_refreshes"] == refreshes:
+        assert time.monotonic() < deadline, "the pin cache was not reloaded after the load"
+        time.sleep(0.5)
