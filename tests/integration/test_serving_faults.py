@@ -11,31 +11,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from feature_repo.store import materialize, open_store
-from pinfeed.events import read_event_set
+from feature_repo.store import open_store
 from pinfeed.home import ProjectHome
 from pinfeed.traffic.feedback_log import RedisFeedbackLog
 from serving.client import get_json
 from serving.config import ServingConfig
 from serving.deploy import shutdown
-from tests.support.homes import RUN_ID, shared_serving_home, users_with_clusters
+from tests.support.homes import RUN_ID, load_redis, shared_serving_home, users_with_clusters
 from tests.support.redis import RedisProcess
 from tests.support.serving import call, flush_served, post_raw, start_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-def load_redis(home: ProjectHome, url: str) -> None:
-    """Materialise every view into the Redis online store: the home's SQLite store was loaded
-    already through the same registry, and a Redis never loaded still gets everything."""
-    end = read_event_set(home.events).meta.end + timedelta(days=1)
-    windows = materialize(open_store(home, redis_url=url), end=end)
-    assert all(window.start is not None for window in windows), windows
 
 
 def wait_for_full_answers(base_url: str, user: int, timeout_s: float = 60.0) -> None:

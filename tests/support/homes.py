@@ -7,6 +7,7 @@
 - `shared_serving_home`: one per test session, a data home plus run `RUN_ID` with both models
   trained for a few steps (`training.quick`) and a second run `RUN_ID_B` (a ranker trained for
   more steps: another hash, another version) for reload tests;
+- `load_redis`: a home's features loaded into a Redis online store;
 - `copy_home`: a private copy of a home, for tests that change its data or online store;
 - `edited_run`: a copy of a run changed on disk (a broken run for the refusal tests).
 """
@@ -19,6 +20,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from rich.console import Console
 
 from feature_repo.homes import create_home
 from feature_repo.pipeline.clusters import users_with_clusters as _users_with_clusters
+from feature_repo.store import materialize, open_store
+from pinfeed.events import read_event_set
 from pinfeed.home import ProjectHome
 from pinfeed_cli import steps
 from pinfeed_cli.pipeline import run_pipeline
@@ -78,6 +82,14 @@ def shared_serving_home(base: Path) -> ProjectHome:
         return ProjectHome(root.resolve())
     root.mkdir(parents=True, exist_ok=True)
     return build_serving_home(root)
+
+
+def load_redis(home: ProjectHome, url: str) -> None:
+    """Materialise every view into the Redis online store at `url`: the home's SQLite store was
+    loaded already through the same registry, and a Redis never loaded still gets everything."""
+    end = read_event_set(home.events).meta.end + timedelta(days=1)
+    windows = materialize(open_store(home, redis_url=url), end=end)
+    assert all(window.start is not None for window in windows), windows
 
 
 def users_with_clusters(home: ProjectHome, minimum: int = 2) -> list[int]:

@@ -36,11 +36,18 @@ def zero_cpu_deployments(
     )
 
 
-def start_app(config: ServingConfig, replicas: dict[str, int] | None = None) -> str:
+def start_app(
+    config: ServingConfig,
+    replicas: dict[str, int] | None = None,
+    deployments: tuple[DeploymentSettings, ...] | None = None,
+    request_timeout_s: float = 10.0,
+) -> str:
     """Deploy the app with `config` on a free port (Ray must be up); its base URL, healthy.
-    `replicas`: deployment name -> replicas (default one each)."""
+    `replicas`: deployment name -> replicas (default one each); `deployments`: the settings
+    whole instead; `request_timeout_s`: the proxy's deadline (Serve must not be running)."""
+    settings = deployments or zero_cpu_deployments(replicas=replicas)
     url = deploy(
-        ServeFile(args=config, deployments=zero_cpu_deployments(replicas=replicas)),
+        ServeFile(args=config, deployments=settings, request_timeout_s=request_timeout_s),
         host="127.0.0.1",
         port=free_port(),
     )
