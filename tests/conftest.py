@@ -46,13 +46,24 @@ def redis_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisEn
     server.stop()
 
 
-@pytest.fixture
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """A Redis server this test owns and may stop and restart (fault-injection tests)."""
+def _redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path_factory.mktemp("own-redis"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A Redis server this test owns and may stop and restart (fault-injection tests)."""
+    yield from _redis_process(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A Redis server one test module owns, for a Serve app of the module's that uses it
+    throughout, while the module's tests stop, pause or flush it."""
+    yield from _redis_process(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@
 recorded is refused rather than acknowledged, and answers recover once Redis is back and
 re-materialised. Feedback goes to the Redis stream while Redis is configured.
 
-The Redis server is a `tests.support.redis.RedisProcess` owned by this module (the `own_redis`
-fixture's class, at module scope so the one Serve app of the module can use it throughout).
+The Redis server is the module's own (`module_redis`, tests/conftest.py), so the one Serve
+app of the module can use it throughout.
 """
 
 from __future__ import annotations
@@ -40,17 +40,9 @@ def wait_for_full_answers(base_url: str, user: int, timeout_s: float = 60.0) -> 
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("serving-redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess) -> ProjectHome:
+def home(tmp_path_factory: pytest.TempPathFactory, module_redis: RedisProcess) -> ProjectHome:
     home = shared_serving_home(tmp_path_factory.getbasetemp())
-    load_redis(home, redis_server.endpoint.url)
+    load_redis(home, module_redis.endpoint.url)
     return home
 
 
@@ -58,13 +50,13 @@ def home(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess) -
 def base_url(
     ray_local: None,
     home: ProjectHome,
-    redis_server: RedisProcess,
+    module_redis: RedisProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     config = ServingConfig(
         home=home.root,
         run_id=RUN_ID,
-        redis_url=redis_server.endpoint.url,
+        redis_url=module_redis.endpoint.url,
         state_dir=tmp_path_factory.mktemp("serving-faults-state"),
         candidates=200,
         cache_refresh_s=2.0,  # the online store check runs with the cache refresh
@@ -74,7 +66,7 @@ def base_url(
 
 
 def test_feedback_goes_to_the_redis_stream(
-    base_url: str, home: ProjectHome, redis_server: RedisProcess
+    base_url: str, home: ProjectHome, module_redis: RedisProcess
 ) -> None:
     user = users_with_clusters(home)[0]
     status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
@@ -87,16 +79,16 @@ def test_feedback_goes_to_the_redis_stream(
     status, accepted = call(f"{base_url}/feedback", {"events": events})
     assert status == 202
     project = open_store(home).project
-    log = RedisFeedbackLog(redis_server.endpoint.url, project)
+    log = RedisFeedbackLog(module_redis.endpoint.url, project)
     assert set(accepted["event_ids"]) <= {r.event_id for r in log.read_all()}
     assert accepted["applied"] and accepted["unmatched"] == 0
 
 
 def test_redis_down_degrades_then_recovers(
-    base_url: str, home: ProjectHome, redis_server: RedisProcess, tmp_path: Path
+    base_url: str, home: ProjectHome, module_redis: RedisProcess, tmp_path: Path
 ) -> None:
     user = users_with_clusters(home)[1]
-    redis_server.stop()
+    module_redis.stop()
     try:
         for k in (5, 50):
             status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": k})
@@ -109,13 +101,13 @@ def test_redis_down_degrades_then_recovers(
         assert status == 503 and headers.get("retry-after") == "1", refused
         assert "not recorded" in refused["detail"][0]["msg"], refused
     finally:
-        redis_server.start()
-    load_redis(home, redis_server.endpoint.url)
+        module_redis.start()
+    load_redis(home, module_redis.endpoint.url)
     wait_for_full_answers(base_url, user)
 
 
 def test_hung_redis_answers_degraded_at_once_then_recovers(
-    base_url: str, home: ProjectHome, redis_server: RedisProcess
+    base_url: str, home: ProjectHome, module_redis: RedisProcess
 ) -> None:
     """SIGSTOP on the server: connections stay open and nothing answers. The first answer pays
     one read timeout, the next ones skip the store (breaker); once the server runs again, the
@@ -127,7 +119,7 @@ def test_hung_redis_answers_degraded_at_once_then_recovers(
     status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
     assert status == 200 and not answer["degraded"], answer
     degraded_before = recommender.status.remote().result().get("answers_degraded", 0)
-    redis_server.pause()
+    module_redis.pause()
     try:
         seconds = []
         for _ in range(5):
@@ -141,7 +133,7 @@ def test_hung_redis_answers_degraded_at_once_then_recovers(
         counted = recommender.status.remote().result()["answers_degraded"] - degraded_before
         assert counted == 5, "the operator's degraded counter counts each degraded answer"
     finally:
-        redis_server.resume()
+        module_redis.resume()
     resumed = time.monotonic()
     while True:
         status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
@@ -152,7 +144,7 @@ def test_hung_redis_answers_degraded_at_once_then_recovers(
 
 
 def test_flushed_store_is_reported_until_reloaded(
-    base_url: str, home: ProjectHome, redis_server: RedisProcess
+    base_url: str, home: ProjectHome, module_redis: RedisProcess
 ) -> None:
     """An online store that loses its values (FLUSHDB) does not fail a read: every user reads
     as unknown. The replica's store check notices within a refresh: answers are flagged
@@ -166,7 +158,7 @@ def test_flushed_store_is_reported_until_reloaded(
     before = recommender.status.remote().result()
     cold_before = before.get("answers_cold_known_user", 0)
     refreshes = before["pin_cache_refreshes"]
-    redis_server.endpoint.client().flushdb()
+    module_redis.endpoint.client().flushdb()
     deadline = time.monotonic() + 30
     while (health := get_json(f"{base_url}/healthz", timeout_s=10))["status"] != "degraded":
         assert time.monotonic() < deadline, f"the flushed store was never reported: {health}"
@@ -189,7 +181,7 @@ def test_flushed_store_is_reported_until_reloaded(
         time.sleep(0.5)
     status = recommender.status.remote().result()
     assert status["pin_cache_refreshes"] == refreshes, "the cache was reloaded from an empty store"
-    load_redis(home, redis_server.endpoint.url)
+    load_redis(home, module_redis.endpoint.url)
     wait_for_full_answers(base_url, user)
     health = get_json(f"{base_url}/healthz", timeout_s=10)
     assert health["status"] == "ok" and health["store_problem"] is None, health

@@ -36,17 +36,9 @@ BURST = 24
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("limits-redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess) -> ProjectHome:
+def home(tmp_path_factory: pytest.TempPathFactory, module_redis: RedisProcess) -> ProjectHome:
     home = shared_serving_home(tmp_path_factory.getbasetemp())
-    load_redis(home, redis_server.endpoint.url)
+    load_redis(home, module_redis.endpoint.url)
     return home
 
 
@@ -54,13 +46,13 @@ def home(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess) -
 def base_url(
     ray_local: None,
     home: ProjectHome,
-    redis_server: RedisProcess,
+    module_redis: RedisProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     config = ServingConfig(
         home=home.root,
         run_id=RUN_ID,
-        redis_url=redis_server.endpoint.url,
+        redis_url=module_redis.endpoint.url,
         state_dir=tmp_path_factory.mktemp("limits-state"),
         candidates=200,
         store_timeout_s=STORE_TIMEOUT_S,
@@ -108,11 +100,11 @@ def test_a_burst_beyond_the_queue_gets_fast_503s_and_the_rest_answers(
 
 
 def test_healthz_answers_while_a_request_waits_on_the_store_and_the_deadline_is_408(
-    base_url: str, home: ProjectHome, redis_server: RedisProcess
+    base_url: str, home: ProjectHome, module_redis: RedisProcess
 ) -> None:
     user = users_with_clusters(home)[1]
     slow: list[tuple[int, object, dict[str, str], float]] = []
-    redis_server.pause()
+    module_redis.pause()
     try:
         waiting = threading.Thread(target=lambda: slow.append(recommend(base_url, user)))
         waiting.start()
@@ -125,7 +117,7 @@ def test_healthz_answers_while_a_request_waits_on_the_store_and_the_deadline_is_
         assert status == 408 and answer is None, (status, answer)  # Serve's plain-text body
         assert DEADLINE_S - 0.5 < seconds < STORE_TIMEOUT_S, seconds
     finally:
-        redis_server.resume()
+        module_redis.resume()
     deadline = time.monotonic() + 30
     while True:  # the breaker's next probe finds the store again
         status, answer = call(f"{base_url}/recommend", {"user_id": user, "k": 5})
