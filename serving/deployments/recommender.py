@@ -71,7 +71,7 @@ class Recommender:
         self._check_store()
         self._checked = time.monotonic()
         self._refresh: asyncio.Future[bool] | None = None
-        self.pin_cache_refreshes = 0  # reloads of the pin cache after a newer load
+        self.pin_cache_refreshes = 0  # pin cache reloads after the load state changed
 
     def _connect(self) -> FeatureStore:
         """A Feast store of its own for whoever asks (a pipeline, a check, a cache refresh):
@@ -128,8 +128,8 @@ class Recommender:
         """{"model_version": what answers name now, "run_id": its run, "error": why the last
         switch failed on this replica, "served_recorded" / "served_dropped": items of this
         replica's answers written to / dropped from the served log, "pin_cache_refreshes":
-        how often it reloaded its pin cache after a newer load, "answers_<kind>": its answers
-        by kind (`serving.stages.metrics`)}."""
+        how often it reloaded its pin cache after the pin views' load state changed,
+        "answers_<kind>": its answers by kind (`serving.stages.metrics`)}."""
         if self.active.pipeline is not None:  # /healthz alone keeps the store check current
             self._refresh_cache_soon(self.active.pipeline)
         models = self.active.models
@@ -165,16 +165,21 @@ class Recommender:
         )
 
     def _refresh_cache(self, pipeline: Pipeline) -> bool:
-        self._check_store()
-        if self.store_health.empty:
+        if not self._store_loaded():
             return False  # keep the last good copy: reloading now would read an empty store
         try:
-            refreshed = pipeline.refresh_cache(self._connect())
+            # checked again once the new copy is read: a flush meanwhile keeps the old one
+            refreshed = pipeline.refresh_cache(self._connect(), self._store_loaded)
         except (PinfeedError, *STORE_ERRORS) as error:
             logger.warning("pin cache refresh skipped: %s", error)
             return False
         self.pin_cache_refreshes += refreshed  # one refresh runs at a time (_refresh_cache_soon)
         return refreshed
+
+    def _store_loaded(self) -> bool:
+        """Recheck the store; False while a serving view is empty."""
+        self._check_store()
+        return not self.store_health.empty
 
     def _check_store(self) -> None:
         """Recheck the online store. A failed check keeps the last verdict (the breaker already

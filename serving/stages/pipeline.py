@@ -14,6 +14,7 @@ Shapes: M candidates, H = 4 heads, k results.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,16 +219,21 @@ class Pipeline:
             query_pin_ids=candidates.query_pin_ids[top],
         )
 
-    def refresh_cache(self, store: FeatureStore) -> bool:
+    def refresh_cache(
+        self, store: FeatureStore, still_loaded: Callable[[], bool] = lambda: True
+    ) -> bool:
         """Reload the pin cache if a newer materialisation landed; True if it did. `store` is
-        the caller's own (this runs on a background thread)."""
+        the caller's own (this runs on a background thread). The new copy replaces the old
+        one only if `still_loaded()` says so after it was read: a store flushed meanwhile
+        changes the load state too, and would otherwise leave an empty copy."""
         until = materialised_until(store, self.pin_views)
         if until is None or until == self.features.cache.materialised_until:
             return False
         pin_ids = self.features.cache.pin_ids
-        self.features.cache = read_pin_cache(
-            store, self.run, self.features.refs, self.config, pin_ids
-        )
+        fresh = read_pin_cache(store, self.run, self.features.refs, self.config, pin_ids)
+        if not still_loaded():
+            return False
+        self.features.cache = fresh
         return True
 
 

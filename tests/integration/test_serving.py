@@ -45,7 +45,7 @@ from pinfeed.query_selection import SelectionConfig, UserClusters, select_querie
 from pinfeed.schema import ENGAGEMENTS, UNKNOWN_TOPIC
 from pinfeed.utility import HeadWeights, UtilityWeights
 from serving.client import get_json
-from serving.config import ServingConfig
+from serving.config import ActiveModels, ServingConfig
 from serving.deploy import active_models, shutdown
 from serving.stages.active import run_weights
 from serving.stages.feedback import FEEDBACK_LOG
@@ -81,7 +81,8 @@ def base_url(ray_local: None, home: ProjectHome, state_dir: Path) -> Iterator[st
     config = ServingConfig(
         home=home.root, run_id=RUN_ID, state_dir=state_dir, selection=SELECTION, candidates=200
     )
-    yield start_app(config)
+    # reloads that wait for one another (the lock) may outlast the shipped 10 s deadline
+    yield start_app(config, request_timeout_s=60.0)
     shutdown()
     os.environ.pop("PINFEED_ADMIN_TOKEN", None)
 
@@ -91,6 +92,19 @@ def recommend(base_url: str, request_id: int | None = None, **body: Any) -> dict
     status, answer = call(f"{base_url}/recommend", body, headers)
     assert status == 200, answer
     return answer
+
+
+def restore(base_url: str, configured: ActiveModels) -> None:
+    """Put the module's app back on `configured` (run and weights) where a test, or a
+    regression, left it on something else."""
+    current = active_models()
+    if (current.run_id, current.utility) == (configured.run_id, configured.utility):
+        return
+    body: dict[str, Any] = {"run_id": configured.run_id}
+    if configured.utility is not None:
+        body["utility"] = configured.utility.model_dump(mode="json")
+    status, answer = call(f"{base_url}/admin/reload", body, {"x-admin-token": TOKEN})
+    assert status == 200, answer
 
 
 def served_weights(home: ProjectHome) -> np.ndarray:
@@ -320,12 +334,7 @@ def test_a_refused_run_is_409_naming_the_problem_and_the_served_run_stays(
                 f"{base_url}/admin/reload", {"run_id": run_id}, {"x-admin-token": TOKEN}
             )
         finally:  # a regression that took the run must not leave the module's app on it
-            if active_models() != configured:
-                call(
-                    f"{base_url}/admin/reload",
-                    {"run_id": configured.run_id},
-                    {"x-admin-token": TOKEN},
-                )
+            restore(base_url, configured)
     assert status == 409 and answer["detail"][0]["loc"] == ["body", "run_id"], answer
     assert all(text in answer["detail"][0]["msg"] for text in named), answer
     health = get_json(f"{base_url}/healthz")
@@ -356,12 +365,7 @@ def test_a_switch_that_fails_on_the_replicas_is_rolled_back_and_409(
             )
             left_on = active_models()
         finally:  # a regression that kept the broken run must not leave the module's app on it
-            if active_models() != configured:
-                call(
-                    f"{base_url}/admin/reload",
-                    {"run_id": configured.run_id},
-                    {"x-admin-token": TOKEN},
-                )
+            restore(base_url, configured)
     assert status == 409 and "rolled back" in answer["detail"][0]["msg"], answer
     assert "utility.json" in answer["detail"][0]["msg"], answer
     assert left_on == configured, left_on
@@ -380,7 +384,7 @@ def test_reloads_sent_together_are_taken_one_at_a_time(base_url: str, home: Proj
     headers = {"x-admin-token": TOKEN}
     configured = active_models()
     try:
-        for runs in ((RUN_ID_B, RUN_ID), (RUN_ID_B, RUN_ID)):
+        for runs in ((RUN_ID_B, RUN_ID), (RUN_ID, RUN_ID_B)):
             barrier = threading.Barrier(len(runs))
 
             def reload(run: str, barrier: threading.Barrier = barrier) -> tuple[int, Any]:
@@ -395,8 +399,7 @@ def test_reloads_sent_together_are_taken_one_at_a_time(base_url: str, home: Proj
             final = get_json(f"{base_url}/healthz")["model_version"]
             assert final in {answer["model_version"] for _, answer in answers.values()}, final
     finally:
-        if active_models() != configured:
-            call(f"{base_url}/admin/reload", {"run_id": configured.run_id}, headers)
+        restore(base_url, configured)
 
 
 def test_switching_runs_under_load_fails_no_request_and_mixes_no_runs(
