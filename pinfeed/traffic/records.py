@@ -22,7 +22,8 @@ REWARD_KINDS = (IMPRESSION, *ENGAGEMENTS, HIDE)
 
 @dataclass(frozen=True)
 class FeedbackRecord:
-    """One acknowledged event; `dwell_s` only on click / long_click (seconds off-site)."""
+    """One acknowledged event; `dwell_s` only on click / long_click (seconds off-site).
+    `event_ts` is ISO 8601 UTC; "" only on the way in, until the feedback sink stamps it."""
 
     event_id: str
     request_id: int

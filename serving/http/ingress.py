@@ -144,14 +144,15 @@ def ingress_deployment() -> Deployment:
         @api.post("/feedback", status_code=202, response_model=FeedbackAccepted)
         async def feedback(self, body: FeedbackEvent | FeedbackBatch) -> FeedbackAccepted:
             events = body.events if isinstance(body, FeedbackBatch) else [body]
-            now = datetime.now(UTC)
             records = [
                 FeedbackRecord(
                     event_id="",
                     request_id=e.request_id,
                     pin_id=e.pin_id,
                     kind=e.kind,
-                    event_ts=(e.event_ts or now).astimezone(UTC).isoformat(),
+                    # no client time: the FeedbackSink stamps the event when it takes it
+                    # (its credit rule compares stamps with its own start)
+                    event_ts=e.event_ts.astimezone(UTC).isoformat() if e.event_ts else "",
                     user_id=e.user_id,
                     dwell_s=e.dwell_s,
                 )

@@ -10,7 +10,10 @@ and `applied` is false.
 Attribution lives in the served log and credit in the shared ledger (`pinfeed.traffic.credit`),
 not in this process, so feedback after a restart, or on another FeedbackSink replica, is
 credited exactly once; events stamped (`event_ts`) before this process started are left to the
-offline job, and the answer says `applied: false`. An event naming no served item is recorded (it is still an acknowledged
+offline job, and the answer says `applied: false`. An event without a client `event_ts` is
+stamped here, when this process takes it, not by the ingress: a sink replica that starts
+after the ingress took a request (as at deploy, under load) would otherwise find the stamp
+older than its start and leave a new event uncredited. An event naming no served item is recorded (it is still an acknowledged
 event) but credits nothing; the answer says how many (`unmatched`). The served record of an
 answer may still be in its Recommender's write queue when a fast client sends feedback, so an
 unmatched item is looked up again for up to `unmatched_wait_s` first.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -100,6 +103,8 @@ class FeedbackRecorder:
     def record(self, records: list[FeedbackRecord]) -> FeedbackOutcome:
         """Durably append, then credit what matches a served item. `UnavailableError` when
         the log did not take them: nothing was acknowledged, the client retries."""
+        now = datetime.now(UTC).isoformat()
+        records = [r if r.event_ts else replace(r, event_ts=now) for r in records]
         try:
             recorded = self.log.append(records)
         except STORE_ERRORS as error:

@@ -243,7 +243,8 @@ def test_feedback_waits_for_a_queued_served_record_and_leaves_older_events_offli
 ) -> None:
     """An item whose served record lands while its feedback waits (the Recommender's write
     queue) is credited; one that never lands is counted unmatched after `unmatched_wait_s`;
-    an event stamped before the recorder started is logged but left to the offline job."""
+    an event stamped before the recorder started is logged but left to the offline job; one
+    without a stamp is stamped on arrival and credited."""
     config = serving_config(own_home, tmp_path).model_copy(update={"unmatched_wait_s": 30.0})
     recorder = FeedbackRecorder(config)
     user = users_with_clusters(own_home)[0]
@@ -290,6 +291,17 @@ def test_feedback_waits_for_a_queued_served_record_and_leaves_older_events_offli
     assert older.unmatched == 0 and not older.applied
     assert older.event_ids[0] in {r.event_id for r in recorder.log.read_all()}
     assert recorder.writer.ledger.credited([(63, 7)]) == Credited()
+
+    # no client time: stamped here on arrival, so an event the ingress took while this sink
+    # was still starting (at deploy, under load) is not mistaken for an older one
+    recorder.served.append([served_item(64, 7, user, cluster)])
+    unstamped = FeedbackRecord(
+        event_id="", request_id=64, pin_id=7, kind="impression", user_id=user, event_ts=""
+    )
+    taken = recorder.record([unstamped])
+    assert taken.unmatched == 0 and taken.applied, taken
+    logged = {r.event_id: r for r in recorder.log.read_all()}[taken.event_ids[0]]
+    assert datetime.fromisoformat(logged.event_ts) >= recorder.writer.counted_until
 
 
 # --- the pin cache follows materialisations ---------------------------------------------------
