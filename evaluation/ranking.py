@@ -5,7 +5,8 @@ Held-out rows: every impression of a run's test days (or validation days, for th
 search), with point-in-time features through the same `ranking_v1` feature service as
 training, built by the training-set code itself (`ranking_examples` with rate 1, then
 `join_features`). The multi-task ranker is scored through its ONNX export (what serving runs);
-the single-head baseline through torch.
+the single-head baseline through torch; the LightGBM baseline (`evaluation.ranking_gbdt`, one
+model per head on the run's own training rows) is fitted here and calibrated like the ranker.
 
 Probabilities compared (H heads, N rows):
 - raw: sigmoid(logits), the sampled-distribution score q;
@@ -32,10 +33,11 @@ from pydantic import Field
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from evaluation.metrics import DEFAULT_BINS, expected_calibration_error, head_report
+from evaluation.ranking_gbdt import GbdtConfig, fit_gbdt, gbdt_logits, training_rows
 from evaluation.reliability import save_reliability_figure
 from pinfeed.artifacts.layout import RunLayout
 from pinfeed.artifacts.onnx import inference_session
-from pinfeed.artifacts.ranker import RankerManifest, read_ranker_manifest
+from pinfeed.artifacts.ranker import RankerInputs, RankerManifest, read_ranker_manifest
 from pinfeed.artifacts.runs import LATEST, resolve_run
 from pinfeed.calibration import calibrate_logits
 from pinfeed.config import FrozenModel, load_yaml_section
@@ -65,16 +67,19 @@ class RankingEvalConfig(FrozenModel):
     )
     feature_service: str = "ranking_v1"
     max_rows_per_query: int = Field(500_000, gt=0)
+    gbdt: GbdtConfig = GbdtConfig()
 
 
 @dataclass(frozen=True)
 class HeldOutScores:
-    """One held-out slice, scored. labels / logits [N, H] in ENGAGEMENTS order; baseline [N]."""
+    """One held-out slice, scored. labels / logits [N, H] in ENGAGEMENTS order; baseline [N];
+    inputs: the rows as the ranker took them."""
 
     labels: NDArray[np.float32]
     logits: NDArray[np.float32]
     baseline_logit: NDArray[np.float32]
     manifest: RankerManifest
+    inputs: RankerInputs
 
     def calibrated(self) -> NDArray[np.float64]:
         """[N, H] probabilities with the manifest's per-head rates (serving's calibration)."""
@@ -133,7 +138,7 @@ def score_slice(
     )
     with torch.inference_mode():
         baseline = predict_logits(load_baseline(layout.baseline), arrays)[:, 0]
-    return HeldOutScores(label_array(frame), logits, baseline, manifest)
+    return HeldOutScores(label_array(frame), logits, baseline, manifest, arrays)
 
 
 def _sigmoid(logits: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -179,6 +184,33 @@ def _single_head(labels: NDArray[np.float32], score: NDArray[np.float32]) -> dic
     }
 
 
+def gbdt_report(
+    scores: HeldOutScores, run: RankingRun, config: RankingEvalConfig
+) -> dict[str, dict[str, float]]:
+    """LightGBM per head, fitted on the run's training rows and scored on the same held-out
+    rows as the ranker, calibrated with the same per-head rates: {head: metrics}."""
+    manifest = scores.manifest
+    rows = training_rows(Path(run.training_set), manifest.embedding_dim, run.split.train_end)
+    logits = gbdt_logits(fit_gbdt(rows, manifest.embedding_dim, config.gbdt), scores.inputs)
+    calibrated = calibrate_logits(logits, manifest.calibration_rate_vector())
+    raw = _sigmoid(logits)
+    report = head_report(scores.labels, calibrated, config.ece_bins)["heads"]
+    fine = _fine_ece(scores.labels, {"cal": calibrated}, config.fine_bins)
+    return {
+        head: {
+            "roc_auc": m["roc_auc"],
+            "pr_auc": m["pr_auc"],
+            "brier_cal": m["brier"],
+            "ece_cal": m["ece"],
+            "log_loss_cal": m["log_loss"],
+            "mean_p_cal": m["mean_predicted"],
+            "mean_p_raw": float(raw[:, t].mean()),
+            **fine[head],
+        }
+        for t, (head, m) in enumerate(report.items())
+    }
+
+
 def _fine_ece(
     labels: NDArray[np.float32], series: dict[str, NDArray[np.float64]], n_bins: int
 ) -> dict[str, dict[str, float]]:
@@ -195,7 +227,8 @@ def _fine_ece(
 def ranking_report(
     scores: HeldOutScores, run: RankingRun, config: RankingEvalConfig
 ) -> dict[str, Any]:
-    """The report dict: {"mtl": {head: ...}, "single_head": {head: ...}, plus context keys}."""
+    """The report dict: {"mtl": {head: ...}, "single_head": {head: ...}, plus context keys}
+    (`evaluate_ranking` adds "lightgbm": {head: ...})."""
     manifest, n_bins = scores.manifest, config.ece_bins
     series = {
         "raw": _sigmoid(scores.logits),
@@ -244,6 +277,8 @@ def evaluate_ranking(
     run = read_ranking_run(layout.ranking)
     scores = score_slice(home, layout, "test", config)
     report = ranking_report(scores, run, config)
+    report["lightgbm"] = gbdt_report(scores, run, config)
+    report["gbdt_config"] = config.gbdt.model_dump()
     figure = out.parent / FIGURE_FILE
     save_reliability_figure(
         figure,

@@ -2,11 +2,13 @@
 
 Reads what the evaluation commands wrote under `reports/` and writes one page:
 
-- retrieval ablation (`pinfeed evaluate retrieval`): Recall@K per positive set, mean ± std
-  over seeds, exact vs HNSW, and the chart;
+- retrieval ablation (`pinfeed evaluate retrieval`): Recall@K per positive set and per
+  baseline, mean ± std over seeds, exact vs HNSW, the converged table, and the chart;
+- retrieval tuning (`pinfeed optimize retrieval`): the Ray Tune search, its best config, and
+  that config against the default on the held-out days;
 - ranking (`pinfeed evaluate ranking`): per head ROC-AUC and PR-AUC of the multi-task model vs
-  the single-head baseline, log loss, Brier and ECE before and after calibration, and the
-  reliability diagrams;
+  the single-head and LightGBM baselines, log loss, Brier and ECE before and after
+  calibration, and the reliability diagrams;
 - utility weights (`pinfeed optimize utility`): Ax vs random search vs hand-picked at the same
   trial budget, and the trace;
 - query reward (`pinfeed evaluate query-reward`): the closed-loop simulation per policy, at
@@ -35,6 +37,7 @@ from pinfeed.events import read_event_meta
 from pinfeed.home import ProjectHome
 
 RETRIEVAL = "retrieval.json"
+RETRIEVAL_TUNE = "retrieval_tune.json"
 RANKING = "ranking.json"
 UTILITY = "utility.json"
 QUERY_REWARD = "query_reward.json"
@@ -75,6 +78,38 @@ def retrieval_section(report: dict[str, Any], figure: str) -> list[str]:
     ]
 
 
+def retrieval_tune_section(report: dict[str, Any], figure: str) -> list[str]:
+    settings, held, best = report["settings"], report["held_out"], report["best"]
+    params = ", ".join(
+        f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in best["params"].items()
+    )
+    seeds = len(held["seeds"])
+    lines = [
+        f"Command: `pinfeed optimize retrieval --trials {settings['trials']} --seed "
+        f"{settings['seed']} --max-steps {settings['max_steps']}` (Ray Tune: random search + "
+        f"ASHA, grace {settings['grace_steps']} steps, reduction factor "
+        f"{settings['reduction_factor']:g}; variant {report['variant']}; validation: the last "
+        f"{settings['converged']['validation_days']:g} train day, test days untouched).",
+        "",
+        f"Best of {len(report['trials'])} trials: validation Recall@100 "
+        f"{best['best_recall']:.3f} at step {best['best_step']} ({params}).",
+        "",
+        f"Held out (refitted on all train rows for the early-stopped step count, mean of "
+        f"{seeds} seeds):",
+        "",
+        "| config | steps | conv R@50 | conv R@100 | conv R@500 | long-click R@100 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm in ("default", "tuned"):
+        m = held[arm]
+        lines.append(
+            f"| {arm} | {held[f'{arm}_steps']} | {m['recall@50']:.3f} | {m['recall@100']:.3f} | "
+            f"{m['recall@500']:.3f} | {m['long_click_recall@100']:.3f} |"
+        )
+    return [*lines, "", figure]
+
+
 def ranking_section(report: dict[str, Any], figure: str) -> list[str]:
     lines = [
         f"Command: `pinfeed evaluate ranking --run-id {report['run_id']}`",
@@ -84,18 +119,23 @@ def ranking_section(report: dict[str, Any], figure: str) -> list[str]:
         f"bins ({report['fine_bins']} for `fine`); negatives kept at w = "
         f"{report['calibration']['sample_rate']}.",
         "",
-        "| head | base rate | ROC-AUC | PR-AUC (MTL) | PR-AUC (single head) | log loss raw → cal "
-        "| Brier raw → cal | ECE raw → simple → exact | ECE fine raw → exact |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| head | base rate | ROC-AUC | PR-AUC (MTL) | PR-AUC (single head) | PR-AUC (LightGBM) "
+        "| log loss raw → cal | Brier raw → cal | ECE raw → simple → exact | ECE fine raw → exact "
+        "| ECE exact, fine (LightGBM) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    gbdt = report.get("lightgbm", {})
     for head, m in report["mtl"].items():
         single = report["single_head"][head]["pr_auc"]
+        trees = gbdt.get(head, {})
+        trees_ece = f"{trees['ece_cal']:.4f}, {trees['ece_cal_fine']:.4f}" if trees else "not run"
         lines.append(
             f"| {head} | {m['base_rate']:.4f} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | "
-            f"{single:.4f} | {m['log_loss_raw']:.4f} → {m['log_loss_cal']:.4f} | "
+            f"{single:.4f} | {_number(trees.get('pr_auc'), 4)} | "
+            f"{m['log_loss_raw']:.4f} → {m['log_loss_cal']:.4f} | "
             f"{m['brier_raw']:.4f} → {m['brier_cal']:.4f} | {m['ece_raw']:.4f} → "
             f"{m['ece_cal_simple']:.4f} → {m['ece_cal']:.4f} | {m['ece_raw_fine']:.4f} → "
-            f"{m['ece_cal_fine']:.4f} |"
+            f"{m['ece_cal_fine']:.4f} | {trees_ece} |"
         )
     lines += ["", figure]
     return lines
@@ -273,6 +313,8 @@ Section = tuple[str, str, str, str, Callable[[dict[str, Any], str], list[str]]]
 SECTIONS: tuple[Section, ...] = (
     ("Retrieval: which positives find future conversions", RETRIEVAL, "retrieval.png",
      "pinfeed evaluate retrieval", retrieval_section),
+    ("Retrieval tuning: Ray Tune", RETRIEVAL_TUNE, "retrieval_tune.png",
+     "pinfeed optimize retrieval", retrieval_tune_section),
     ("Ranking: four heads, calibrated", RANKING, "ranking_reliability.png",
      "pinfeed evaluate ranking", ranking_section),
     ("Utility weights: Ax vs random search vs hand-picked", UTILITY, "utility_trace.png",

@@ -73,6 +73,24 @@ def time_split(home: ProjectHome, events: Path, holdout_days: float) -> Retrieva
     )
 
 
+def validation_split(split: RetrievalSplit, days: float) -> tuple[pa.Table, pa.Table]:
+    """(fit rows, validation targets) inside the train part, for early stopping: the same
+    rule one level down, at `cutoff - days`. Fit rows: labels known before it; targets:
+    conversions and long clicks recommended at or after it (known before the cutoff), so the
+    test days are never looked at."""
+    at = _timestamp(split.cutoff - timedelta(days=days))
+    train = split.train
+    fit = train.filter(pc.less(train.column("positive_ts"), at))
+    later = train.filter(pc.greater_equal(train.column("event_timestamp"), at))
+    kind = later.column("positive_kind")
+    long_click = pc.and_(
+        pc.equal(kind, "click"),
+        pc.greater_equal(later.column("click_dwell_s"), split.long_click_threshold_s),
+    )
+    targets = later.filter(pc.fill_null(pc.or_(pc.equal(kind, "conversion"), long_click), False))
+    return fit, targets
+
+
 def prepare_event_home(events: Path, root: Path) -> ProjectHome:
     """A project home under `root` with `events`' feature tables and retrieval training set.
 

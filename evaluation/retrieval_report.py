@@ -2,8 +2,13 @@
 
     evaluate_retrieval(home, out=Path("reports/retrieval.json"), seeds=3)
       -> reports/retrieval.json   {"variants": {NAME: {"recall@100": {"mean", "std"}, ...}},
+                                   (NAME: the five two-tower variants and the baselines
+                                    popularity, item_knn, als, which have no HNSW column),
                                    "index": {"exact_recall@100", "ann_recall@100"}, "config"}
-         reports/retrieval.md     one row per variant, mean ± std over seeds
+                                   "converged": {"variants", "best_step", "steps",
+                                                 "validation", "config"} (or {"skipped"})
+         reports/retrieval.md     one row per variant, mean ± std over seeds; the converged
+                                  table below it
          reports/retrieval.png    Recall@100 per variant (conversions, long clicks), std bars
 
 With `events`, any event set in the schema (generated or imported) is evaluated: its features
@@ -58,15 +63,47 @@ def markdown_table(report: dict[str, Any]) -> str:
         "| variant | conv R@50 | conv R@100 | conv R@500 | conv R@100 (HNSW) | long-click R@100 |",
         "|---|---|---|---|---|---|",
     ]
+    baselines = set(config.get("baselines", ()))
     for name, values in report["variants"].items():
-        lines.append(f"| {name} | " + " | ".join(_cell(values.get(m)) for m in metrics) + " |")
+        label = f"{name} (baseline)" if name in baselines else name
+        lines.append(f"| {label} | " + " | ".join(_cell(values.get(m)) for m in metrics) + " |")
     index = {name: _number(value) for name, value in report["index"].items()}
     lines += [
         "",
         f"Index ({config['index_variant']}): exact Recall@100 {index['exact_recall@100']}, "
         f"HNSW Recall@100 {index['ann_recall@100']}.",
     ]
+    if "converged" in report:
+        lines += ["", *converged_table(report["converged"])]
     return "\n".join(lines) + "\n"
+
+
+def converged_table(converged: dict[str, Any]) -> list[str]:
+    """The converged variants (early stopping, then refit) as Markdown lines."""
+    if "skipped" in converged:
+        return [f"Converged table: skipped ({converged['skipped']})."]
+    settings = converged["config"]
+    refit = (
+        "then retrained on all train rows for that many steps"
+        if settings["refit"]
+        else ("the best checked model kept")
+    )
+    lines = [
+        f"Trained to convergence: checked every {settings['every']} steps by Recall@"
+        f"{settings['k']} of the last {settings['validation_days']:g} train day's conversions "
+        f"and long clicks, stopped after {settings['patience']} checks without improvement "
+        f"(cap {settings['max_steps']}), {refit}.",
+        "",
+        "| variant (converged) | best step per seed | conv R@50 | conv R@100 | conv R@500 "
+        "| conv R@100 (HNSW) | long-click R@100 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    metrics = (*CONVERSION_METRICS, LONG_CLICK_METRIC)
+    for name, values in converged["variants"].items():
+        best = ", ".join(str(step) for step in converged["best_step"][name])
+        cells = " | ".join(_cell(values.get(m)) for m in metrics)
+        lines.append(f"| {name} | {best} | {cells} |")
+    return lines
 
 
 def bar_chart(report: dict[str, Any], path: Path) -> Path:

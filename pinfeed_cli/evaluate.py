@@ -27,10 +27,19 @@ def retrieval(
         Path | None,
         typer.Option(help="Evaluate this event set (e.g. an import) in a temporary home instead."),
     ] = None,
+    converged: Annotated[
+        bool,
+        typer.Option(
+            help="Also train every variant to convergence (early stopping on the last train "
+            "day) for a second table; --no-converged: the equal-budget table only."
+        ),
+    ] = True,
     home: HomeOption = None,
 ) -> None:
-    """Ablation of the positive signal: Recall@K of held-out conversions, exact and through the index."""
-    report = steps.evaluate_retrieval(project_home(home), seeds=seeds, out=out, events=events)
+    """Ablation of the positive signal beside the baselines (popularity, item-kNN, ALS): Recall@K of held-out conversions, exact and through the index."""
+    report = steps.evaluate_retrieval(
+        project_home(home), seeds=seeds, out=out, events=events, converged=converged
+    )
     console.print(report.markdown_path.read_text())
     console.print(f"report: {report.json_path}, chart: {report.chart_path}")
 

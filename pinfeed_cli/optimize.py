@@ -1,4 +1,5 @@
-"""`pinfeed optimize`: tune serving-time parameters offline."""
+"""`pinfeed optimize`: tune serving-time parameters (Ax) and the retrieval model (Ray Tune)
+offline."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import typer
 from pinfeed_cli import steps
 from pinfeed_cli.common import HomeOption, RunIdOption, console, project_errors, project_home
 
-app = typer.Typer(help="Tune serving-time parameters offline.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tune serving-time parameters (Ax) and the retrieval model (Ray Tune) offline.",
+    no_args_is_help=True,
+)
 
 
 @app.command("utility")
@@ -55,3 +59,35 @@ def utility(
             f"constraints met: {arm['constraints_met']}"
         )
     console.print(f"report: {report['path']}; weights written to {report['utility_json']}")
+
+
+@app.command("retrieval")
+@project_errors
+def retrieval(
+    trials: Annotated[int, typer.Option(min=1, help="Ray Tune trials (random search).")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the search and of every trial.")] = 0,
+    max_steps: Annotated[
+        int, typer.Option(min=1, help="Optimizer steps a trial may reach (ASHA's max_t).")
+    ] = 600,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Report JSON (default: <home>/reports/retrieval_tune.json); the "
+                     "tuned job config is written beside it as .yaml."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:  # fmt: skip
+    """Ray Tune (random search + ASHA) of the retrieval model on a validation day; the best
+    config as a job config, and its held-out recall beside the default's."""
+    report = steps.optimize_retrieval(
+        project_home(home), out=out, trials=trials, seed=seed, max_steps=max_steps
+    )
+    best, held = report["best"], report["held_out"]
+    console.print(
+        f"best of {len(report['trials'])} trials: validation Recall@100 "
+        f"{best['best_recall']:.3f} at step {best['best_step']} ({best['params']})"
+    )
+    console.print(
+        f"held out, refitted: tuned Recall@100 {held['tuned']['recall@100']:.3f} vs default "
+        f"{held['default']['recall@100']:.3f}"
+    )
+    console.print(f"report: {report['path']}; job config: {report['job_config']}")

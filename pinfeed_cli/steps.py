@@ -287,12 +287,36 @@ def evaluate_query_reward(
     return evaluate(home, rounds=rounds, seeds=seeds, out=out)
 
 
+def optimize_retrieval(
+    home: ProjectHome,
+    *,
+    out: Path | None = None,
+    trials: int = 16,
+    seed: int = 0,
+    max_steps: int = 600,
+) -> dict[str, Any]:
+    from evaluation.retrieval_tune import TuneSettings, tune_retrieval
+
+    settings = TuneSettings(trials=trials, seed=seed, max_steps=max_steps)
+    target = out or home.reports / "retrieval_tune.json"
+    report = tune_retrieval(home, target, settings)
+    return report | {"path": str(target), "job_config": str(target.with_suffix(".yaml"))}
+
+
 def evaluate_retrieval(
-    home: ProjectHome, *, seeds: int = 3, out: Path | None = None, events: Path | None = None
+    home: ProjectHome,
+    *,
+    seeds: int = 3,
+    out: Path | None = None,
+    events: Path | None = None,
+    converged: bool = True,
 ) -> Any:
+    from evaluation.retrieval import AblationConfig
     from evaluation.retrieval_report import evaluate_retrieval as evaluate
 
-    return evaluate(home, out or home.reports / "retrieval.json", seeds=seeds, events=events)
+    config = AblationConfig() if converged else AblationConfig(converged=None)
+    path = out or home.reports / "retrieval.json"
+    return evaluate(home, path, seeds=seeds, events=events, config=config)
 
 
 def report(home: ProjectHome, out: Path | None = None) -> Path:

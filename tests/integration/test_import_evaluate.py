@@ -69,7 +69,8 @@ def test_an_imported_log_passes_validation_and_the_retrieval_ablation(tmp_path: 
     pinfeed("data", "validate", "--events", str(events), home=tmp_path)
     out = tmp_path / "reports" / "retrieval.json"
     pinfeed(
-        "evaluate", "retrieval", "--seeds", "1", "--events", str(events), "--out", str(out),
+        "evaluate", "retrieval", "--seeds", "1", "--no-converged", "--events", str(events),
+        "--out", str(out),
         home=tmp_path,
     )  # fmt: skip
     report = json.loads(out.read_text())

@@ -87,6 +87,13 @@ def test_report_shape_and_calibration(trained: tuple[ProjectHome, Path], tmp_pat
         # raw scores live on the sampled distribution: far above the stream's base rate
         assert mtl["mean_p_raw"] > 2 * mtl["base_rate"]
     assert report["rows"] > 0 and report["ece_bins"] == 15
+    for head in ENGAGEMENTS:  # LightGBM, fitted on the same rows, calibrated with the same rates
+        trees, mtl = report["lightgbm"][head], report["mtl"][head]
+        assert {"roc_auc", "pr_auc", "brier_cal", "ece_cal", "ece_cal_fine"} <= set(trees)
+        assert 0.0 <= trees["pr_auc"] <= 1.0 and 0.0 <= trees["ece_cal"] <= 1.0, head
+        # calibration applied: w < 1 lowers every probability (the tiny world's 70 save
+        # positives leave the trees' own calibration poor, so no bar on its level here)
+        assert trees["mean_p_cal"] < trees["mean_p_raw"], (head, trees)
 
 
 def test_search_writes_weights_that_meet_the_constraints_on_rescoring(

@@ -32,7 +32,7 @@ from training.retrieval.loss import (
 )
 from training.retrieval.model import RetrievalModel
 from training.retrieval.sampling import PinSampling
-from training.retrieval.train_step import train_on_parquet, train_step
+from training.retrieval.train_step import EarlyStopping, train_on_parquet, train_step
 from training.retrieval.weights import positive_weights
 
 WEIGHTS = PositiveWeightConfig(alpha=0.5, t_max_s=60.0, save_weight=0.3, min_dwell_s=10.0)
@@ -342,3 +342,28 @@ def test_plain_loop_over_parquet_lowers_the_loss(tmp_path: Path) -> None:
     result = train_on_parquet(path, _config().model_copy(update={"epochs": 8}))
     assert len(result.epoch_losses) == 8
     assert result.epoch_losses[-1] < result.epoch_losses[0]
+
+
+def test_early_stopping_keeps_the_best_checked_model_and_stops_after_patience(
+    tmp_path: Path,
+) -> None:
+    """A scripted validation score peaks at the 3rd check (step 6): training stops after two
+    more checks without improvement (step 10), and the model returned is the one scored at
+    step 6, parameter for parameter, not the last one."""
+    path = tmp_path / "retrieval.parquet"
+    _write_training_set(path, 96)  # batch 32: 3 steps per epoch
+    scores = iter([0.1, 0.2, 0.9, 0.5, 0.4, 0.3, 0.2])
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def score(model: RetrievalModel, step: int) -> float:
+        assert not model.training and step % 2 == 0  # scored in eval mode, every 2 steps
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    config = _config().model_copy(update={"epochs": 50, "batch_size": 32})
+    result = train_on_parquet(path, config, 1000, EarlyStopping(score, every=2, patience=2))
+    assert [step for step, _ in result.checks] == [2, 4, 6, 8, 10]
+    assert result.best_step == 6 and result.steps == 10
+    best = seen[2]
+    assert all(torch.equal(best[k], v) for k, v in result.model.state_dict().items())
+    assert not all(torch.equal(seen[-1][k], v) for k, v in result.model.state_dict().items())

@@ -7,7 +7,9 @@ used until the Ray wiring exists, and by tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -83,24 +85,60 @@ def train_step(
 
 
 @dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when `score(model, step)` (higher is better, e.g. validation recall) has not
+    improved for `patience` checks, one check every `every` optimizer steps (and one at the
+    last step); the best model is kept."""
+
+    score: Callable[[RetrievalModel, int], float]
+    every: int = 50
+    patience: int = 4
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """A trained model, the q(pin) it was trained with, the mean loss of each epoch (the last
-    one partial when a step cap ended it) and the optimizer steps taken."""
+    one partial when a step cap ended it) and the optimizer steps taken. With early stopping:
+    `model` is the best checked one, taken at `best_step`; `checks` holds (step, score)."""
 
     model: RetrievalModel
     sampling: PinSampling
     epoch_losses: tuple[float, ...]
     steps: int
+    best_step: int | None = None
+    checks: tuple[tuple[int, float], ...] = field(default=())
+
+
+@dataclass
+class _Checkpoints:
+    """The early-stopping state of one run (plain loop only)."""
+
+    stopping: EarlyStopping
+    checks: list[tuple[int, float]] = field(default_factory=list)
+    best: tuple[int, float, dict] | None = None
+
+    def check(self, model: RetrievalModel, step: int) -> bool:
+        """Score the model at `step`; True when training should stop."""
+        score = self.stopping.score(model.eval(), step)
+        model.train()
+        self.checks.append((step, score))
+        if self.best is None or score > self.best[1]:
+            self.best = (step, score, copy.deepcopy(model.state_dict()))
+        return step - self.best[0] >= self.stopping.patience * self.stopping.every
 
 
 def train_on_parquet(
-    path: Path, config: RetrievalConfig, max_steps: int | None = None
+    path: Path,
+    config: RetrievalConfig,
+    max_steps: int | None = None,
+    early_stopping: EarlyStopping | None = None,
 ) -> TrainResult:
     """Train from scratch on a retrieval training set held in memory (single process, CPU).
 
     `max_steps` stops after that many optimizer steps even inside an epoch, so models trained
     on different row counts can get the same number of updates (the retrieval ablation);
-    None runs `config.epochs` full epochs.
+    None runs `config.epochs` full epochs. `early_stopping` checks the model every few steps,
+    stops when it stops improving and returns the best one checked (the converged ablation).
     """
     if not path.exists():
         raise DataNotFoundError(
@@ -116,8 +154,10 @@ def train_on_parquet(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     epoch_losses = []
     steps = 0
+    checkpoints = _Checkpoints(early_stopping) if early_stopping else None
+    stop = False
     for _ in range(config.epochs):
-        if steps == max_steps:
+        if steps == max_steps or stop:
             break
         order = torch.randperm(len(data), generator=generator)
         losses = []
@@ -136,7 +176,25 @@ def train_on_parquet(
             optimizer.step()
             steps += 1
             losses.append(float(loss.detach()))
+            if checkpoints and steps % checkpoints.stopping.every == 0:
+                stop = checkpoints.check(model, steps)
+                if stop:
+                    break
         epoch_losses.append(sum(losses) / len(losses))
+    if checkpoints is None:
+        return TrainResult(
+            model=model.eval(), sampling=sampling, epoch_losses=tuple(epoch_losses), steps=steps
+        )
+    if not checkpoints.checks or checkpoints.checks[-1][0] != steps:
+        checkpoints.check(model, steps)  # the last step counts too
+    assert checkpoints.best is not None
+    best_step, _, state = checkpoints.best
+    model.load_state_dict(state)
     return TrainResult(
-        model=model.eval(), sampling=sampling, epoch_losses=tuple(epoch_losses), steps=steps
+        model=model.eval(),
+        sampling=sampling,
+        epoch_losses=tuple(epoch_losses),
+        steps=steps,
+        best_step=best_step,
+        checks=tuple(checkpoints.checks),
     )

@@ -1,0 +1,272 @@
+"""`pinfeed optimize retrieval`: tune the retrieval model with Ray Tune, on the same Ray.
+
+What is searched (`search_space`): learning rate, softmax temperature, tower width and output
+width, the dwell weighting's `alpha` and `t_max_s` (the dual-positive seed: they "need periodic
+re-tuning"), and the aux weight for `dual_positive_aux`. Random search (seeded) with ASHA
+early stopping: every trial trains with the plain loop on the train part minus its last
+`validation_days` and reports Recall@K of that day's conversions and long clicks every
+`every` steps; ASHA stops the weak trials at its rungs and each trial also stops on its own
+after `patience` reports without improvement. The test days are never looked at.
+
+Writes:
+- `<out>` (JSON): every trial (params, best validation recall, steps, best step), the best
+  one, and the best config's held-out recall after refitting on all train rows for its best
+  step count, beside the default config refitted the same way (same seeds);
+- `<out>` with `.yaml`: the best config as a retrieval job config (`pinfeed train retrieval
+  --config`), its epochs the best step count over the whole training set's batches;
+- `<out>` with `.png`: every trial's validation recall against its steps (where ASHA or
+  patience stopped it), the best one marked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluation.retrieval import (
+    AblationConfig,
+    ConvergedConfig,
+    score_model,
+    train_converged,
+    train_variant,
+)
+from evaluation.retrieval_data import RetrievalSplit, time_split
+from pinfeed.errors import UnavailableError
+from pinfeed.home import ProjectHome
+from training.ray_train import ensure_ray
+from training.retrieval.config import Variant
+from training.retrieval.dataset import weighted_rows
+from training.retrieval.job_config import RetrievalJobConfig, RetrievalSettings
+
+
+class TuneSettings(BaseModel):
+    """The search's budget (defaults: the small preset's report)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trials: int = Field(16, gt=0)
+    seed: int = Field(0, description="Seeds the random search and every trial's model.")
+    variant: Variant = "dual_positive"
+    max_steps: int = Field(600, gt=0, description="ASHA's max_t, in optimizer steps.")
+    grace_steps: int = Field(50, gt=0, description="ASHA's grace period, in optimizer steps.")
+    reduction_factor: float = Field(3.0, gt=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    refit_seeds: int = Field(2, ge=1, description="Seeds of the held-out comparison.")
+    converged: ConvergedConfig = ConvergedConfig()
+
+
+def search_space(variant: Variant) -> dict[str, Any]:
+    """Ray Tune's distributions over the settings `apply_params` knows."""
+    from ray import tune
+
+    space = {
+        "learning_rate": tune.loguniform(1e-4, 1e-2),
+        "temperature": tune.loguniform(0.02, 0.2),
+        "hidden": tune.choice([64, 128, 256]),
+        "output_dim": tune.choice([32, 64, 128]),
+        "alpha": tune.uniform(0.1, 1.0),
+        "t_max_s": tune.loguniform(10.0, 300.0),
+    }
+    if variant == "dual_positive_aux":
+        space["aux_weight"] = tune.loguniform(0.01, 1.0)
+    return space
+
+
+def apply_params(settings: RetrievalSettings, params: dict[str, Any]) -> RetrievalSettings:
+    """`settings` with one trial's parameters put in their places."""
+    towers = settings.towers.model_copy(
+        update={
+            "hidden_dims": (int(params["hidden"]),),
+            "output_dim": int(params["output_dim"]),
+        }
+    )
+    weights = settings.weights.model_copy(
+        update={"alpha": float(params["alpha"]), "t_max_s": float(params["t_max_s"])}
+    )
+    top = {
+        k: float(params[k]) for k in ("learning_rate", "temperature", "aux_weight") if k in params
+    }
+    return settings.model_copy(update={"towers": towers, "weights": weights, **top})
+
+
+def _trial_config(base: AblationConfig, settings: TuneSettings, params: dict) -> AblationConfig:
+    converged = settings.converged.model_copy(update={"max_steps": settings.max_steps})
+    return base.model_copy(
+        update={"model": apply_params(base.model, params), "converged": converged}
+    )
+
+
+def _trial(params: dict[str, Any], split: RetrievalSplit, base: AblationConfig,
+           settings: TuneSettings) -> None:  # fmt: skip
+    """One Ray Tune trial: train with early stopping, reporting every check to Tune."""
+    from ray import tune
+
+    config = _trial_config(base, settings, params)
+
+    def report(step: int, recall: float) -> None:
+        tune.report({"recall": recall, "step": step})
+
+    with tempfile.TemporaryDirectory(prefix="retrieval-tune-") as work:
+        train_converged(split, config, settings.variant, settings.seed, Path(work), report)
+
+
+def run_search(
+    split: RetrievalSplit, base: AblationConfig, settings: TuneSettings, storage: Path
+) -> list[dict[str, Any]]:
+    """Run the Ray Tune search; every trial's params and results, best first."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    ensure_ray()  # the cluster in RAY_ADDRESS, or a local one
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, split=split, base=base, settings=settings),
+        {"cpu": settings.cpus_per_trial},
+    )
+    scheduler = ASHAScheduler(
+        time_attr="step",
+        max_t=settings.max_steps,
+        grace_period=settings.grace_steps,
+        reduction_factor=settings.reduction_factor,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(settings.variant),
+        tune_config=tune.TuneConfig(
+            metric="recall",
+            mode="max",
+            num_samples=settings.trials,
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(random_state=settings.seed),
+        ),
+        run_config=tune.RunConfig(name="retrieval-tune", storage_path=str(storage), verbose=0),
+    )
+    results = tuner.fit()
+    trials = []
+    for result in results:
+        history = result.metrics_dataframe
+        if result.error or history is None or history.empty:
+            trials.append({"params": result.config, "error": str(result.error or "no report")})
+            continue
+        best = history.loc[history["recall"].idxmax()]
+        trials.append(
+            {
+                "params": result.config,
+                "best_recall": float(best["recall"]),
+                "best_step": int(best["step"]),
+                "steps": int(history["step"].max()),
+                "history": [
+                    [int(step), float(recall)]
+                    for step, recall in zip(history["step"], history["recall"], strict=True)
+                ],
+            }
+        )
+    return sorted(trials, key=lambda t: -t.get("best_recall", -1.0))
+
+
+def trials_chart(trials: list[dict[str, Any]], path: Path) -> Path:
+    """Validation recall per trial against optimizer steps; the best trial drawn bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for rank, trial in enumerate(t for t in trials if t.get("history")):
+        steps, recalls = zip(*trial["history"], strict=True)
+        best = rank == 0
+        axes.plot(steps, recalls, lw=2.5 if best else 1.0, alpha=1.0 if best else 0.5,
+                  color="C3" if best else "C0", label="best trial" if best else None)  # fmt: skip
+    axes.set_xlabel("optimizer steps (a line ends where ASHA or patience stopped the trial)")
+    axes.set_ylabel("validation Recall@100")
+    axes.set_title(f"Ray Tune: {len(trials)} trials, random search + ASHA")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _held_out(
+    split: RetrievalSplit, config: AblationConfig, variant: Variant, steps: int, seeds: int
+) -> dict[str, float]:
+    """Mean held-out recall of `config` refitted on all train rows for `steps` steps."""
+    scores: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="retrieval-tune-refit-") as work:
+        for seed in range(seeds):
+            budget = config.model_copy(update={"steps": steps})
+            model = train_variant(split, budget, variant, seed, Path(work))[0].model
+            for name, value in score_model(model, split, config).items():
+                scores.setdefault(name, []).append(value)
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def _default_best_step(split: RetrievalSplit, base: AblationConfig, settings: TuneSettings) -> int:
+    """The default config's early-stopped step count (seed `settings.seed`)."""
+    config = base.model_copy(update={"converged": settings.converged})
+    with tempfile.TemporaryDirectory(prefix="retrieval-tune-default-") as work:
+        result = train_converged(split, config, settings.variant, settings.seed, Path(work))
+    return int(result.best_step or config.steps)
+
+
+def job_config(split: RetrievalSplit, model: RetrievalSettings, steps: int) -> RetrievalJobConfig:
+    """The tuned settings as a job config: epochs = best steps over the train rows' batches."""
+    rows = weighted_rows(split.train, model.sized(_sized(split, model))).num_rows
+    epochs = max(1, math.ceil(steps / max(1, math.ceil(rows / model.batch_size))))
+    return RetrievalJobConfig(model=model.model_copy(update={"epochs": epochs}))
+
+
+def _sized(split: RetrievalSplit, model: RetrievalSettings) -> Any:
+    from training.retrieval.dataset import sized_towers
+
+    return sized_towers(split.corpus, split.user_ids, **model.towers.model_dump())
+
+
+def tune_retrieval(
+    home: ProjectHome,
+    out: Path,
+    settings: TuneSettings | None = None,
+    base: AblationConfig | None = None,
+) -> dict[str, Any]:
+    """Search, compare the best config with the default on the held-out days, write both
+    files (module docstring); return the report."""
+    settings = settings or TuneSettings()
+    base = base or AblationConfig()
+    split = time_split(home, home.events, base.holdout_days)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trials = run_search(split, base, settings, out.parent / "tune")
+    best = next((t for t in trials if "best_recall" in t), None)
+    if best is None:
+        raise UnavailableError(f"every trial failed; the first: {trials[0].get('error')}")
+    tuned = _trial_config(base, settings, best["params"])
+    default_steps = _default_best_step(split, base, settings)
+    seeds = settings.refit_seeds
+    report = {
+        "variant": settings.variant,
+        "trials": trials,
+        "best": best,
+        "held_out": {
+            "tuned": _held_out(split, tuned, settings.variant, best["best_step"], seeds),
+            "default": _held_out(split, base, settings.variant, default_steps, seeds),
+            "tuned_steps": best["best_step"],
+            "default_steps": default_steps,
+            "seeds": list(range(seeds)),
+        },
+        "settings": settings.model_dump(mode="json"),
+        "cutoff": split.cutoff.isoformat(),
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    trials_chart(trials, out.with_suffix(".png"))
+    config = job_config(split, tuned.model, best["best_step"])
+    out.with_suffix(".yaml").write_text(
+        "# Written by `pinfeed optimize retrieval` (evaluation/retrieval_tune.py): the best "
+        "trial's settings.\n" + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+    return report

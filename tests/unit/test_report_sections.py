@@ -1,0 +1,83 @@
+"""The results page's sections for the baselines and the tuning: baselines are marked in the
+retrieval table, the converged table and the Ray Tune comparison show their figures, and the
+ranking table gains LightGBM's PR-AUC and ECE (an older report without it says so)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evaluation.report import ranking_section, retrieval_section, retrieval_tune_section
+
+STATS = {"mean": 0.5, "std": 0.01}
+METRICS = ("recall@50", "recall@100", "recall@500", "long_click_recall@100")
+
+
+def retrieval_report() -> dict[str, Any]:
+    model = {m: STATS for m in (*METRICS, "ann_recall@100")}
+    return {
+        "variants": {"dual_positive": model, "als": {m: STATS for m in METRICS}},
+        "index": {"exact_recall@100": 0.5, "ann_recall@100": 0.5},
+        "config": {
+            "heldout_conversions": 10, "heldout_long_clicks": 20, "n_pins": 30, "seeds": [0],
+            "cutoff": "2026-10-11", "index_variant": "dual_positive", "baselines": ["als"],
+            "ablation": {"steps": 100},
+        },
+        "converged": {
+            "variants": {"dual_positive": {**model, "recall@100": {"mean": 0.871, "std": 0.014}}},
+            "best_step": {"dual_positive": [75, 150]},
+            "config": {"every": 25, "k": 100, "validation_days": 1.0, "patience": 4,
+                       "max_steps": 3000, "refit": True},
+        },
+    }  # fmt: skip
+
+
+def test_retrieval_section_marks_baselines_and_shows_the_converged_table() -> None:
+    page = "\n".join(retrieval_section(retrieval_report(), "FIGURE"))
+    assert "| als (baseline) | 0.500 ± 0.010 | 0.500 ± 0.010 | 0.500 ± 0.010 | n/a |" in page
+    assert "| dual_positive | 0.500 ± 0.010 |" in page
+    assert "| dual_positive | 75, 150 | 0.500 ± 0.010 | 0.871 ± 0.014 |" in page
+    assert "retrained on all train rows" in page and page.endswith("FIGURE")
+
+
+def test_retrieval_tune_section_compares_tuned_with_default() -> None:
+    held = {m: 0.8 for m in METRICS}
+    report = {
+        "variant": "dual_positive",
+        "trials": [{}, {}, {}],
+        "best": {"best_recall": 0.9, "best_step": 75, "params": {"hidden": 128, "alpha": 0.25}},
+        "held_out": {"tuned": {**held, "recall@100": 0.9}, "default": held, "tuned_steps": 75,
+                     "default_steps": 100, "seeds": [0, 1]},
+        "settings": {"trials": 3, "seed": 0, "max_steps": 600, "grace_steps": 50,
+                     "reduction_factor": 3.0, "converged": {"validation_days": 1.0}},
+    }  # fmt: skip
+    page = "\n".join(retrieval_tune_section(report, "FIGURE"))
+    assert "`pinfeed optimize retrieval --trials 3 --seed 0 --max-steps 600`" in page
+    assert (
+        "Best of 3 trials: validation Recall@100 0.900 at step 75 (hidden 128, alpha 0.25)" in page
+    )
+    assert "| default | 100 | 0.800 | 0.800 | 0.800 | 0.800 |" in page
+    assert "| tuned | 75 | 0.800 | 0.900 | 0.800 | 0.800 |" in page
+
+
+def ranking_report(lightgbm: bool) -> dict[str, Any]:
+    head = {
+        "base_rate": 0.01, "roc_auc": 0.7, "pr_auc": 0.03, "log_loss_raw": 0.1,
+        "log_loss_cal": 0.05, "brier_raw": 0.02, "brier_cal": 0.01, "ece_raw": 0.05,
+        "ece_cal_simple": 0.004, "ece_cal": 0.001, "ece_raw_fine": 0.05, "ece_cal_fine": 0.002,
+    }  # fmt: skip
+    report = {
+        "run_id": "r1", "rows": 100, "period": ["a", "b"], "ece_bins": 15, "fine_bins": 100,
+        "calibration": {"sample_rate": 0.1}, "mtl": {"save": head},
+        "single_head": {"save": {"pr_auc": 0.029}},
+    }  # fmt: skip
+    if lightgbm:
+        report["lightgbm"] = {"save": {"pr_auc": 0.0223, "ece_cal": 0.0022, "ece_cal_fine": 0.0024}}
+    return report
+
+
+def test_ranking_section_has_lightgbm_beside_the_networks() -> None:
+    page = "\n".join(ranking_section(ranking_report(lightgbm=True), "FIGURE"))
+    assert "| save | 0.0100 | 0.7000 | 0.0300 | 0.0290 | 0.0223 |" in page
+    assert page.split("\n")[-3].endswith("| 0.0022, 0.0024 |")
+    older = "\n".join(ranking_section(ranking_report(lightgbm=False), "FIGURE"))
+    assert "| 0.0290 | n/a |" in older and older.split("\n")[-3].endswith("| not run |")
