@@ -185,13 +185,16 @@ def _single_head(labels: NDArray[np.float32], score: NDArray[np.float32]) -> dic
 
 
 def gbdt_report(
-    scores: HeldOutScores, run: RankingRun, config: RankingEvalConfig
+    home: ProjectHome, scores: HeldOutScores, run: RankingRun, config: RankingEvalConfig
 ) -> dict[str, dict[str, float]]:
-    """LightGBM per head, fitted on the run's training rows and scored on the same held-out
-    rows as the ranker, calibrated with the same per-head rates: {head: metrics}."""
+    """LightGBM per head, fitted on the run's training rows (early-stopped on its validation
+    days) and scored on the same held-out rows as the ranker, calibrated with the same
+    per-head rates: {head: metrics, "trees": rounds kept}."""
     manifest = scores.manifest
-    rows = training_rows(Path(run.training_set), manifest.embedding_dim, run.split.train_end)
-    logits = gbdt_logits(fit_gbdt(rows, manifest.embedding_dim, config.gbdt), scores.inputs)
+    rows = training_rows(Path(run.training_set), run.split.train_end)
+    validation = heldout_impressions(home, run.split.train_end, run.split.validation_end, config)
+    models = fit_gbdt(rows, validation, manifest.embedding_dim, config.gbdt)
+    logits = gbdt_logits(models, scores.inputs)
     calibrated = calibrate_logits(logits, manifest.calibration_rate_vector())
     raw = _sigmoid(logits)
     report = head_report(scores.labels, calibrated, config.ece_bins)["heads"]
@@ -205,6 +208,7 @@ def gbdt_report(
             "log_loss_cal": m["log_loss"],
             "mean_p_cal": m["mean_predicted"],
             "mean_p_raw": float(raw[:, t].mean()),
+            "trees": int(models[t].best_iteration_ or models[t].n_estimators),
             **fine[head],
         }
         for t, (head, m) in enumerate(report.items())
@@ -277,7 +281,7 @@ def evaluate_ranking(
     run = read_ranking_run(layout.ranking)
     scores = score_slice(home, layout, "test", config)
     report = ranking_report(scores, run, config)
-    report["lightgbm"] = gbdt_report(scores, run, config)
+    report["lightgbm"] = gbdt_report(home, scores, run, config)
     report["gbdt_config"] = config.gbdt.model_dump()
     figure = out.parent / FIGURE_FILE
     save_reliability_figure(

@@ -93,7 +93,13 @@ def retrieval_tune_section(report: dict[str, Any], figure: str) -> list[str]:
         f"{settings['converged']['validation_days']:g} train day, test days untouched).",
         "",
         f"Best of {len(report['trials'])} trials: validation Recall@100 "
-        f"{best['best_recall']:.3f} at step {best['best_step']} ({params}).",
+        f"{best['best_recall']:.3f} at step {best['best_step']} ({params})"
+        + (
+            f"; the default config, trained the same way: {default['best_recall']:.3f} at "
+            f"step {default['best_step']}."
+            if (default := report.get("default"))
+            else "."
+        ),
         "",
         f"Held out (refitted on all train rows for the early-stopped step count, mean of "
         f"{seeds} seeds):",

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
@@ -227,19 +227,46 @@ def score_model(
     return scores
 
 
-def score_baselines(split: RetrievalSplit, config: AblationConfig) -> dict[str, dict[str, list]]:
-    """Each baseline's recalls on the split's held-out rows: {name: {metric: [per seed]}}."""
+def select_als(split: RetrievalSplit, config: AblationConfig) -> BaselineSettings:
+    """ALS's factors and regularisation with the best Recall@100 on the validation day
+    (`validation_split`, as the converged towers use it), fitted on the rows before it."""
+    settings = config.baselines
+    days = (config.converged or ConvergedConfig()).validation_days
+    fit, targets = validation_split(split, days)
+    if targets.num_rows == 0 or fit.num_rows == 0:
+        return settings
+    at = split.cutoff - timedelta(days=days)
+    data = interactions(fit, split.corpus.pin_id.numpy(), at, settings.recent_days)
+    pins = targets.column("pin_id").to_numpy()
+    best: tuple[float, BaselineSettings] | None = None
+    for factors in settings.als_factor_grid:
+        for regularization in settings.als_regularization_grid:
+            candidate = settings.model_copy(
+                update={"als_factors": factors, "als_regularization": regularization}
+            )
+            recall = recall_at_k(fit_baseline("als", data, candidate, 0)(targets, 100), pins, 100)
+            if best is None or recall > best[0]:
+                best = (recall, candidate)
+    return best[1] if best else settings
+
+
+def score_baselines(
+    split: RetrievalSplit, config: AblationConfig
+) -> tuple[dict[str, dict[str, list]], BaselineSettings]:
+    """Each baseline's recalls on the split's held-out rows, {name: {metric: [per seed]}},
+    and the settings they ran with (ALS's picked on the validation day)."""
     data = interactions(
         split.train, split.corpus.pin_id.numpy(), split.cutoff, config.baselines.recent_days
     )
     conversions = split.conversions.column("pin_id").to_numpy()
     long_clicks = split.long_clicks.column("pin_id").to_numpy()
     long_k = config.long_click_k
+    settings = select_als(split, config) if "als" in config.baselines.names else config.baselines
     out: dict[str, dict[str, list]] = {}
     for name in config.baselines.names:
         runs: dict[str, list] = {}
         for seed in range(config.seeds if name == "als" else 1):
-            retrieve = fit_baseline(name, data, config.baselines, seed)
+            retrieve = fit_baseline(name, data, settings, seed)
             ids = retrieve(split.conversions, max(config.ks))
             for k in config.ks:
                 runs.setdefault(f"recall@{k}", []).append(recall_at_k(ids, conversions, k))
@@ -248,7 +275,7 @@ def score_baselines(split: RetrievalSplit, config: AblationConfig) -> dict[str, 
                 recall_at_k(long_ids, long_clicks, long_k)
             )
         out[name] = runs
-    return out
+    return out, settings
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:
@@ -278,7 +305,8 @@ def run_ablation(split: RetrievalSplit, config: AblationConfig) -> dict[str, Any
         name: {metric: _mean_std(values) for metric, values in runs.items()}
         for name, runs in per_variant.items()
     }
-    for name, runs in score_baselines(split, config).items():
+    baselines, settings = score_baselines(split, config)
+    for name, runs in baselines.items():
         variants[name] = {metric: _mean_std(values) for metric, values in runs.items()}
     index_runs = per_variant.get(INDEX_VARIANT) or next(iter(per_variant.values()))
     report = {
@@ -287,7 +315,8 @@ def run_ablation(split: RetrievalSplit, config: AblationConfig) -> dict[str, Any
             "exact_recall@100": _mean_std(index_runs["recall@100"])["mean"],
             "ann_recall@100": _mean_std(index_runs["ann_recall@100"])["mean"],
         },
-        "config": _report_config(split, config, epochs, steps),
+        "config": _report_config(split, config, epochs, steps)
+        | {"als_selected": settings.model_dump(include={"als_factors", "als_regularization"})},
     }
     if config.converged is not None:
         try:

@@ -10,9 +10,13 @@ rows the towers learn from, before any dwell weighting) and answers the same hel
   query scores pin j by the sum of sim(i, j) over the user's train pins and the query pin;
   pins it cannot score fall back to the popularity order.
 - `als`: implicit ALS (Hu, Koren and Volinsky, 2008) from the `implicit` library on the same
-  matrix (confidence 1 + alpha * count). A query's user factor is solved from the user's train
-  pins plus the query pin (fold-in, `recalculate_user`), so ALS sees what the towers see and
-  users unseen in training still get a factor.
+  matrix (implicit's convention: confidence alpha * count on observed pairs, 1 elsewhere). A
+  query's user factor is solved from the user's train pins plus the query pin (fold-in,
+  `recalculate_user`), so ALS sees what the towers see and users unseen in training still get
+  a factor. Its factors and regularisation are picked on the validation day
+  (`evaluation.retrieval.fit_baselines`), as the towers' step count is.
+
+A query without a query pin (null, or a pin outside the corpus) is the user's history alone.
 
 Notation: U users with train positives, P corpus pins, Q held-out queries, K retrieved pins.
 """
@@ -30,6 +34,8 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
+from pinfeed.errors import ConfigError
+
 Baseline = Literal["popularity", "item_knn", "als"]
 BASELINES: tuple[Baseline, ...] = get_args(Baseline)
 Retriever = Callable[[pa.Table, int], np.ndarray]  # (held-out rows, K) -> [Q, K] pin ids
@@ -46,7 +52,13 @@ class BaselineSettings(BaseModel):
     als_factors: int = Field(64, gt=0)
     als_iterations: int = Field(15, gt=0)
     als_regularization: float = Field(0.05, ge=0)
-    als_alpha: float = Field(10.0, gt=0, description="als: confidence = 1 + alpha * count.")
+    als_alpha: float = Field(10.0, gt=0, description="als: confidence = alpha * count.")
+    als_factor_grid: tuple[int, ...] = Field(
+        (32, 64, 128), description="als: factors tried on the validation day."
+    )
+    als_regularization_grid: tuple[float, ...] = Field(
+        (0.01, 0.05, 0.5), description="als: regularisations tried on the validation day."
+    )
 
 
 @dataclass(frozen=True)
@@ -59,11 +71,13 @@ class Interactions:
     popular: np.ndarray  # [P] column indices, most popular first
 
     def columns(self, pins: np.ndarray) -> np.ndarray:
-        """Column of each pin id (the pins must be in the corpus)."""
-        return np.searchsorted(self.pin_ids, pins)
+        """Column of each pin id; -1 for a pin outside the corpus."""
+        found = np.minimum(np.searchsorted(self.pin_ids, pins), len(self.pin_ids) - 1)
+        return np.where(self.pin_ids[found] == pins, found, -1)
 
     def queries(self, held: pa.Table) -> sp.csr_matrix:
-        """[Q, P] each held-out row's user history (train counts) plus its query pin (1)."""
+        """[Q, P] each held-out row's user history (train counts) plus its query pin (1; none
+        for a null query pin or one outside the corpus)."""
         users = held.column("user_id").to_numpy().astype(np.int64)
         rows = np.searchsorted(self.user_ids, users)
         known = (rows < len(self.user_ids)) & (
@@ -71,9 +85,11 @@ class Interactions:
         )
         history = self.counts[np.where(known, rows, 0)]
         history = sp.diags(known.astype(np.float32)) @ history
-        query_pins = self.columns(held.column("query_pin_id").to_numpy().astype(np.int64))
+        query_ids = pc.fill_null(held.column("query_pin_id"), -1).to_numpy()
+        query_pins = self.columns(query_ids.astype(np.int64))
+        has = query_pins >= 0
         query = sp.csr_matrix(
-            (np.ones(len(users), np.float32), (np.arange(len(users)), query_pins)),
+            (np.ones(int(has.sum()), np.float32), (np.flatnonzero(has), query_pins[has])),
             shape=history.shape,
         )
         return (history + query).tocsr()
@@ -87,6 +103,7 @@ def interactions(
     users = train.column("user_id").to_numpy().astype(np.int64)
     user_ids, rows = np.unique(users, return_inverse=True)
     columns = np.searchsorted(pins, train.column("pin_id").to_numpy().astype(np.int64))
+    # train pins come from the corpus (`read_pin_corpus` holds every pin of the event set)
     counts = sp.csr_matrix(
         (np.ones(len(rows), np.float32), (rows, columns)), shape=(len(user_ids), len(pins))
     )
@@ -190,4 +207,6 @@ def fit_baseline(
         return popularity(data)
     if name == "item_knn":
         return item_knn(data)
-    return als(data, settings, seed)
+    if name == "als":
+        return als(data, settings, seed)
+    raise ConfigError(f"baselines.names: unknown baseline {name!r}; known: {BASELINES}")

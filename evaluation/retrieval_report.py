@@ -90,9 +90,10 @@ def converged_table(converged: dict[str, Any]) -> list[str]:
     )
     lines = [
         f"Trained to convergence: checked every {settings['every']} steps by Recall@"
-        f"{settings['k']} of the last {settings['validation_days']:g} train day's conversions "
-        f"and long clicks, stopped after {settings['patience']} checks without improvement "
-        f"(cap {settings['max_steps']}), {refit}.",
+        f"{settings['k']} of the conversions and long clicks of the last "
+        f"{settings['validation_days']:g} train day(s), stopped after "
+        f"{settings['patience']} checks without improvement (cap {settings['max_steps']}), "
+        f"{refit}.",
         "",
         "| variant (converged) | best step per seed | conv R@50 | conv R@100 | conv R@500 "
         "| conv R@100 (HNSW) | long-click R@100 |",

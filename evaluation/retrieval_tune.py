@@ -6,14 +6,17 @@ re-tuning"), and the aux weight for `dual_positive_aux`. Random search (seeded) 
 early stopping: every trial trains with the plain loop on the train part minus its last
 `validation_days` and reports Recall@K of that day's conversions and long clicks every
 `every` steps; ASHA stops the weak trials at its rungs and each trial also stops on its own
-after `patience` reports without improvement. The test days are never looked at.
+after `patience` reports without improvement. The test days are never looked at. The
+validation recall pools the day's conversions and long clicks; long clicks are the larger
+share, so the search leans towards long-click recall.
 
 Writes:
 - `<out>` (JSON): every trial (params, best validation recall, steps, best step), the best
   one, and the best config's held-out recall after refitting on all train rows for its best
   step count, beside the default config refitted the same way (same seeds);
 - `<out>` with `.yaml`: the best config as a retrieval job config (`pinfeed train retrieval
-  --config`), its epochs the best step count over the whole training set's batches;
+  --config`), its epochs the best step count over the batches of the whole training set (the
+  held-out days included: the job trains on all of it);
 - `<out>` with `.png`: every trial's validation recall against its steps (where ASHA or
   patience stopped it), the best one marked.
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,8 +46,9 @@ from pinfeed.errors import UnavailableError
 from pinfeed.home import ProjectHome
 from training.ray_train import ensure_ray
 from training.retrieval.config import Variant
-from training.retrieval.dataset import weighted_rows
+from training.retrieval.dataset import read_training_set, weighted_rows
 from training.retrieval.job_config import RetrievalJobConfig, RetrievalSettings
+from training.training_sets import RETRIEVAL_NAME
 
 
 class TuneSettings(BaseModel):
@@ -97,10 +102,10 @@ def apply_params(settings: RetrievalSettings, params: dict[str, Any]) -> Retriev
 
 
 def _trial_config(base: AblationConfig, settings: TuneSettings, params: dict) -> AblationConfig:
+    """The ablation config one trial trains with (no params: the default model)."""
     converged = settings.converged.model_copy(update={"max_steps": settings.max_steps})
-    return base.model_copy(
-        update={"model": apply_params(base.model, params), "converged": converged}
-    )
+    model = apply_params(base.model, params) if params else base.model
+    return base.model_copy(update={"model": model, "converged": converged})
 
 
 def _trial(params: dict[str, Any], split: RetrievalSplit, base: AblationConfig,
@@ -208,17 +213,23 @@ def _held_out(
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
-def _default_best_step(split: RetrievalSplit, base: AblationConfig, settings: TuneSettings) -> int:
-    """The default config's early-stopped step count (seed `settings.seed`)."""
-    config = base.model_copy(update={"converged": settings.converged})
+def _default_run(
+    split: RetrievalSplit, base: AblationConfig, settings: TuneSettings
+) -> tuple[int, float]:
+    """The default config trained like a trial (seed `settings.seed`): its early-stopped
+    step count and best validation recall, to compare with the trials'."""
+    config = _trial_config(base, settings, {})
     with tempfile.TemporaryDirectory(prefix="retrieval-tune-default-") as work:
         result = train_converged(split, config, settings.variant, settings.seed, Path(work))
-    return int(result.best_step or config.steps)
+    return int(result.best_step or config.steps), max(score for _, score in result.checks)
 
 
-def job_config(split: RetrievalSplit, model: RetrievalSettings, steps: int) -> RetrievalJobConfig:
-    """The tuned settings as a job config: epochs = best steps over the train rows' batches."""
-    rows = weighted_rows(split.train, model.sized(_sized(split, model))).num_rows
+def job_config(
+    split: RetrievalSplit, training_set: pa.Table, model: RetrievalSettings, steps: int
+) -> RetrievalJobConfig:
+    """The tuned settings as a job config: epochs = best steps over the batches of the whole
+    training set (what the job trains on), the variant's weighted rows."""
+    rows = weighted_rows(training_set, model.sized(_sized(split, model))).num_rows
     epochs = max(1, math.ceil(steps / max(1, math.ceil(rows / model.batch_size))))
     return RetrievalJobConfig(model=model.model_copy(update={"epochs": epochs}))
 
@@ -244,14 +255,24 @@ def tune_retrieval(
     trials = run_search(split, base, settings, out.parent / "tune")
     best = next((t for t in trials if "best_recall" in t), None)
     if best is None:
-        raise UnavailableError(f"every trial failed; the first: {trials[0].get('error')}")
+        raise UnavailableError(
+            f"every trial failed; the first: {trials[0].get('error')}. The trial logs are "
+            f"under {out.parent / 'tune'}; a budget too small to reach one check "
+            "(--max-steps below the check interval) also ends here"
+        )
     tuned = _trial_config(base, settings, best["params"])
-    default_steps = _default_best_step(split, base, settings)
+    tuned = tuned.model_copy(
+        update={"model": tuned.model.model_copy(
+            update={"variant": settings.variant, "seed": settings.seed}
+        )}
+    )  # fmt: skip
+    default_steps, default_recall = _default_run(split, base, settings)
     seeds = settings.refit_seeds
     report = {
         "variant": settings.variant,
         "trials": trials,
         "best": best,
+        "default": {"best_recall": default_recall, "best_step": default_steps},
         "held_out": {
             "tuned": _held_out(split, tuned, settings.variant, best["best_step"], seeds),
             "default": _held_out(split, base, settings.variant, default_steps, seeds),
@@ -264,7 +285,8 @@ def tune_retrieval(
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
     trials_chart(trials, out.with_suffix(".png"))
-    config = job_config(split, tuned.model, best["best_step"])
+    training_set = read_training_set(home.training_sets / f"{RETRIEVAL_NAME}.parquet")
+    config = job_config(split, training_set, tuned.model, best["best_step"])
     out.with_suffix(".yaml").write_text(
         "# Written by `pinfeed optimize retrieval` (evaluation/retrieval_tune.py): the best "
         "trial's settings.\n" + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

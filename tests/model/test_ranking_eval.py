@@ -91,9 +91,11 @@ def test_report_shape_and_calibration(trained: tuple[ProjectHome, Path], tmp_pat
         trees, mtl = report["lightgbm"][head], report["mtl"][head]
         assert {"roc_auc", "pr_auc", "brier_cal", "ece_cal", "ece_cal_fine"} <= set(trees)
         assert 0.0 <= trees["pr_auc"] <= 1.0 and 0.0 <= trees["ece_cal"] <= 1.0, head
-        # calibration applied: w < 1 lowers every probability (the tiny world's 70 save
-        # positives leave the trees' own calibration poor, so no bar on its level here)
-        assert trees["mean_p_cal"] < trees["mean_p_raw"], (head, trees)
+        # trained on downsampled rows: raw scores far above the stream's base rate (measured
+        # 5.5-6.3x), brought back to it by the run's rates (measured 3-9% off)
+        assert trees["mean_p_raw"] > 2 * mtl["base_rate"], (head, trees)
+        assert abs(trees["mean_p_cal"] / mtl["base_rate"] - 1.0) < MEAN_P_CAL_TOLERANCE, head
+        assert 1 <= trees["trees"] <= 1000  # early-stopped on the validation days
 
 
 def test_search_writes_weights_that_meet_the_constraints_on_rescoring(

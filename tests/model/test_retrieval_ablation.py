@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from evaluation.retrieval import (
     train_variant,
 )
 from evaluation.retrieval_baselines import BASELINES
-from evaluation.retrieval_data import time_split
+from evaluation.retrieval_data import time_split, validation_split
 from evaluation.retrieval_report import evaluate_retrieval
 from pinfeed.home import ProjectHome
 from pinfeed_cli.pipeline import run_pipeline
@@ -108,6 +109,23 @@ def test_time_split_keeps_labels_known_before_the_cutoff(tiny_home: ProjectHome)
     assert len(split.corpus) == 600
 
 
+def test_validation_split_looks_only_inside_the_train_part(tiny_home: ProjectHome) -> None:
+    """Early stopping and ALS's grid see the last train day: fit rows are labelled before it,
+    targets are recommended on it (conversions and long clicks, labels known before the
+    cutoff), so nothing of the test days is looked at."""
+    split = time_split(tiny_home, tiny_home.events, holdout_days=2)
+    fit, targets = validation_split(split, days=1)
+    at = split.cutoff - timedelta(days=1)
+    assert fit.num_rows > 0 and targets.num_rows > 0
+    assert pc.max(fit.column("positive_ts")).as_py() < at
+    assert pc.min(targets.column("event_timestamp")).as_py() >= at
+    assert pc.max(targets.column("positive_ts")).as_py() < split.cutoff
+    kinds = targets.column("positive_kind").to_pylist()
+    dwell = targets.column("click_dwell_s").to_pylist()
+    assert all(k == "conversion" or (k == "click" and d >= split.long_click_threshold_s)
+               for k, d in zip(kinds, dwell, strict=True))  # fmt: skip
+
+
 def test_evaluate_events_writes_the_report_shape(tiny_home: ProjectHome, tmp_path: Path) -> None:
     config = AblationConfig(
         variants=("conversions_only", "dual_positive"),
@@ -138,6 +156,9 @@ def test_evaluate_events_writes_the_report_shape(tiny_home: ProjectHome, tmp_pat
         "dual_positive": [3, 3],
     }
     assert data["config"]["events"] == str(tiny_home.events)
+    selected = data["config"]["als_selected"]  # picked from the grid on the validation day
+    assert selected["als_factors"] in (32, 64, 128)
+    assert selected["als_regularization"] in (0.01, 0.05, 0.5)
     table = report.markdown_path.read_text()
     converged = data["converged"]  # early stopping: at most 6 steps, checked every 2
     assert set(converged["variants"]) == {"conversions_only", "dual_positive"}

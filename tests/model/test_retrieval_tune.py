@@ -1,7 +1,7 @@
 """Ray Tune on the retrieval model (`pinfeed optimize retrieval`), on the tiny world and the
 session's Ray: every trial reports to Tune and stays inside its budget and the search space,
-the best trial is the best, and the written job config is a valid retrieval job config holding
-the best trial's settings."""
+each trial's best check is its own, and the written job config is a valid retrieval job config
+holding the best trial's settings, variant and seed."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def test_search_reports_every_trial_and_writes_the_best_as_a_job_config(
     home: ProjectHome = build_tiny_home(tmp_path / "home")
     settings = TuneSettings(
         trials=4,
+        variant="dual_positive_aux",  # the aux weight joins the search
+        seed=3,
         max_steps=60,
         grace_steps=20,
         refit_seeds=1,
@@ -36,20 +38,27 @@ def test_search_reports_every_trial_and_writes_the_best_as_a_job_config(
 
     trials = report["trials"]
     assert len(trials) == 4 and all("error" not in t for t in trials), trials
-    for trial in trials:
-        assert 0.0 <= trial["best_recall"] <= 1.0
-        assert 10 <= trial["best_step"] <= trial["steps"] <= 60
+    for trial in trials:  # what Tune recorded of each trial: checks every 10 steps, <= max_t
+        steps = [step for step, _ in trial["history"]]
+        assert steps == list(range(10, 10 * len(steps) + 1, 10)) and steps[-1] <= 60, trial
+        best = max(trial["history"], key=lambda check: check[1])
+        assert (trial["best_step"], trial["best_recall"]) == (best[0], best[1])
         params = trial["params"]
         assert 1e-4 <= params["learning_rate"] <= 1e-2 and 0.02 <= params["temperature"] <= 0.2
         assert params["hidden"] in (64, 128, 256) and 0.1 <= params["alpha"] <= 1.0
-    assert report["best"] == trials[0]
-    assert trials[0]["best_recall"] == max(t["best_recall"] for t in trials)
+        assert 0.01 <= params["aux_weight"] <= 1.0
+    assert len({t["params"]["learning_rate"] for t in trials}) == 4  # four distinct draws
     held = report["held_out"]
     assert held["tuned_steps"] == report["best"]["best_step"]
+    assert held["default_steps"] == report["default"]["best_step"] <= 60
+    assert 0.0 <= report["default"]["best_recall"] <= 1.0
     for arm in ("tuned", "default"):
         assert 0.0 <= held[arm]["recall@100"] <= 1.0
 
     job = load_job_config(out.with_suffix(".yaml"))
-    expected = apply_params(TINY_MODEL, report["best"]["params"])
+    expected = apply_params(TINY_MODEL, report["best"]["params"]).model_copy(
+        update={"variant": "dual_positive_aux", "seed": 3}
+    )
     assert job.model.model_dump(exclude={"epochs"}) == expected.model_dump(exclude={"epochs"})
+    assert job.model.aux_weight == report["best"]["params"]["aux_weight"]
     assert job.model.epochs >= 1

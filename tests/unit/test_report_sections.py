@@ -45,6 +45,7 @@ def test_retrieval_tune_section_compares_tuned_with_default() -> None:
         "variant": "dual_positive",
         "trials": [{}, {}, {}],
         "best": {"best_recall": 0.9, "best_step": 75, "params": {"hidden": 128, "alpha": 0.25}},
+        "default": {"best_recall": 0.85, "best_step": 100},
         "held_out": {"tuned": {**held, "recall@100": 0.9}, "default": held, "tuned_steps": 75,
                      "default_steps": 100, "seeds": [0, 1]},
         "settings": {"trials": 3, "seed": 0, "max_steps": 600, "grace_steps": 50,

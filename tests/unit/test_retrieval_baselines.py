@@ -17,6 +17,7 @@ from evaluation.retrieval_baselines import (
     interactions,
     item_similarity,
 )
+from pinfeed.errors import ConfigError
 
 CUTOFF = datetime(2026, 10, 11, tzinfo=UTC)
 PINS = np.array([10, 11, 12, 13, 14, 15])
@@ -35,8 +36,8 @@ def positives(rows: list[tuple[int, int, float]]) -> pa.Table:
     )
 
 
-def queries(rows: list[tuple[int, int]]) -> pa.Table:
-    """Held-out queries from (user, query pin)."""
+def queries(rows: list[tuple[int, int | None]]) -> pa.Table:
+    """Held-out queries from (user, query pin or None)."""
     return pa.table(
         {
             "user_id": pa.array([u for u, _ in rows], pa.int64()),
@@ -58,14 +59,22 @@ def test_popularity_orders_by_the_recent_window_then_all_time() -> None:
     ).tolist() == [[10, 12]]  # 3 each over 60 days: 10 and 12 tie on the window and all time
 
 
+def test_an_unknown_baseline_is_refused_by_name() -> None:
+    data = interactions(positives([(1, 10, 1)]), PINS, CUTOFF, recent_days=7)
+    with pytest.raises(ConfigError, match="unknown baseline 'bpr'"):
+        fit_baseline("bpr", data, BaselineSettings(), seed=0)  # type: ignore[arg-type]
+
+
 def test_a_query_is_the_users_history_plus_its_query_pin() -> None:
     train = positives([(1, 10, 1), (1, 10, 2), (1, 12, 1), (2, 13, 1)])
     data = interactions(train, PINS, CUTOFF, recent_days=7)
-    matrix = data.queries(queries([(1, 15), (2, 13), (99, 14)])).toarray()
-    expected = np.zeros((3, len(PINS)), np.float32)
+    matrix = data.queries(queries([(1, 15), (2, 13), (99, 14), (2, None), (1, 99)])).toarray()
+    expected = np.zeros((5, len(PINS)), np.float32)
     expected[0, [0, 2, 5]] = [2, 1, 1]  # two positives on pin 10, one on 12, query pin 15
     expected[1, 3] = 2  # user 2's pin 13 is also the query pin
     expected[2, 4] = 1  # an unseen user: the query pin alone
+    expected[3, 3] = 1  # no query pin (null): the history alone, no vote for the first pin
+    expected[4, [0, 2]] = [2, 1]  # a query pin outside the corpus: the history alone
     assert matrix.tolist() == expected.tolist()
 
 

@@ -187,7 +187,8 @@ def train_on_parquet(
         )
     if not checkpoints.checks or checkpoints.checks[-1][0] != steps:
         checkpoints.check(model, steps)  # the last step counts too
-    assert checkpoints.best is not None
+    if checkpoints.best is None:  # unreachable: the check above always records one
+        raise RuntimeError("early stopping recorded no check")
     best_step, _, state = checkpoints.best
     model.load_state_dict(state)
     return TrainResult(
