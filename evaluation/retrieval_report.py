@@ -128,7 +128,7 @@ def bar_chart(report: dict[str, Any], path: Path) -> Path:
     axes.set_xticks(range(len(names)), names, rotation=15)
     axes.set_ylabel("Recall@100 (mean over seeds)")
     axes.set_ylim(0, 1)
-    axes.set_title("Retrieval ablation: positive sets")
+    axes.set_title("Retrieval ablation: positive sets and baselines")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
