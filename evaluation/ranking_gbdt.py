@@ -97,10 +97,10 @@ def fit_gbdt(
         )
         model.fit(
             features,
-            labels[:, t],
+            np.ascontiguousarray(labels[:, t]),
             categorical_feature=[topic_column(inputs)],
             eval_X=(held,),
-            eval_y=(held_labels[:, t],),
+            eval_y=(np.ascontiguousarray(held_labels[:, t]),),
             eval_metric="average_precision",
             callbacks=[
                 lightgbm.early_stopping(
