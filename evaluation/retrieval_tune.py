@@ -46,7 +46,7 @@ from pinfeed.errors import UnavailableError
 from pinfeed.home import ProjectHome
 from training.ray_train import ensure_ray
 from training.retrieval.config import Variant
-from training.retrieval.dataset import read_training_set, weighted_rows
+from training.retrieval.dataset import read_training_set, sized_towers, weighted_rows
 from training.retrieval.job_config import RetrievalJobConfig, RetrievalSettings
 from training.training_sets import RETRIEVAL_NAME
 
@@ -229,15 +229,10 @@ def job_config(
 ) -> RetrievalJobConfig:
     """The tuned settings as a job config: epochs = best steps over the batches of the whole
     training set (what the job trains on), the variant's weighted rows."""
-    rows = weighted_rows(training_set, model.sized(_sized(split, model))).num_rows
+    towers = sized_towers(split.corpus, split.user_ids, **model.towers.model_dump())
+    rows = weighted_rows(training_set, model.sized(towers)).num_rows
     epochs = max(1, math.ceil(steps / max(1, math.ceil(rows / model.batch_size))))
     return RetrievalJobConfig(model=model.model_copy(update={"epochs": epochs}))
-
-
-def _sized(split: RetrievalSplit, model: RetrievalSettings) -> Any:
-    from training.retrieval.dataset import sized_towers
-
-    return sized_towers(split.corpus, split.user_ids, **model.towers.model_dump())
 
 
 def tune_retrieval(
@@ -256,9 +251,8 @@ def tune_retrieval(
     best = next((t for t in trials if "best_recall" in t), None)
     if best is None:
         raise UnavailableError(
-            f"every trial failed; the first: {trials[0].get('error')}. The trial logs are "
-            f"under {out.parent / 'tune'}; a budget too small to reach one check "
-            "(--max-steps below the check interval) also ends here"
+            f"every trial failed; the first: {trials[0].get('error')}. Each trial's log is "
+            f"under {out.parent / 'tune'}"
         )
     tuned = _trial_config(base, settings, best["params"])
     tuned = tuned.model_copy(
