@@ -34,7 +34,7 @@ from training.ranking.model import MultiTaskRanker
 from training.ranking.steps import RankerBatch
 from training.ranking.steps import train_step as ranking_step
 from training.retrieval.corpus import read_pin_corpus
-from training.retrieval.dataset import sized_towers, weighted_rows
+from training.retrieval.dataset import pin_sampling, sized_towers, weighted_rows
 from training.retrieval.features import batch_from_table
 from training.retrieval.job_config import RetrievalSettings
 from training.retrieval.model import RetrievalModel
@@ -55,8 +55,7 @@ def retrieval_steps(home: ProjectHome, device: torch.device, batch_size: int) ->
     torch.manual_seed(config.seed)
     model = RetrievalModel(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    sampling = PinSampling.from_pin_ids(data.pin_id.numpy(), config.towers.n_pin_buckets)
-    sampling = PinSampling(sampling.log_q_table.to(device))
+    sampling = PinSampling(pin_sampling(rows, config).log_q_table.to(device))
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
 

@@ -130,7 +130,7 @@ def main() -> None:
     towers = sized_towers(corpus, known_user_ids(home.events / "users.parquet", table))
     config = RetrievalSettings(epochs=args.epochs, batch_size=args.batch_size).sized(towers)
     rows = weighted_rows(table, config)
-    sampling = pin_sampling(rows, towers.n_pin_buckets)
+    sampling = pin_sampling(rows, config)
     ensure_ray(num_cpus=2)
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as work:
         rows_path = Path(work) / "rows.parquet"

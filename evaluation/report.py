@@ -4,6 +4,8 @@ Reads what the evaluation commands wrote under `reports/` and writes one page:
 
 - retrieval ablation (`pinfeed evaluate retrieval`): Recall@K per positive set and per
   baseline, mean ± std over seeds, exact vs HNSW, the converged table, and the chart;
+- the same ablation on the `skewed` preset's world (`--events DIR --out
+  reports/retrieval_skewed.json`), where popularity is a strong baseline;
 - retrieval tuning (`pinfeed optimize retrieval`): the Ray Tune search, its best config, and
   that config against the default on the held-out days;
 - ranking (`pinfeed evaluate ranking`): per head ROC-AUC and PR-AUC of the multi-task model vs
@@ -33,11 +35,12 @@ from typing import Any
 
 from evaluation.closed_loop import paired_lift
 from evaluation.retrieval_report import markdown_table
-from pinfeed.events import read_event_meta
+from pinfeed.events import describe_event_set
 from pinfeed.home import ProjectHome
 
 RETRIEVAL = "retrieval.json"
 RETRIEVAL_TUNE = "retrieval_tune.json"
+RETRIEVAL_SKEWED = "retrieval_skewed.json"
 RANKING = "ranking.json"
 UTILITY = "utility.json"
 QUERY_REWARD = "query_reward.json"
@@ -66,15 +69,29 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def retrieval_section(report: dict[str, Any], figure: str) -> list[str]:
+def retrieval_section(report: dict[str, Any], figure: str, out: str = "") -> list[str]:
+    """`out`: the `--out` the command needs when the report is not the default file."""
     config = report["config"]
     events = f" --events {config['events']}" if config.get("events") else ""
-    return [
-        f"Command: `pinfeed evaluate retrieval --seeds {len(config['seeds'])}{events}` "
+    lines = [
+        f"Command: `pinfeed evaluate retrieval --seeds {len(config['seeds'])}{events}{out}` "
         f"({config['ablation']['steps']} optimizer steps per model).",
         "",
-        markdown_table(report),
-        figure,
+    ]
+    if config.get("event_set"):  # another event set than the page's
+        lines += [config["event_set"], ""]
+    return [*lines, markdown_table(report), figure]
+
+
+def skewed_retrieval_section(report: dict[str, Any], figure: str) -> list[str]:
+    """The ablation on the `skewed` preset's world (docs/data.md, "How skewed the worlds
+    are"), where popularity is a strong baseline."""
+    return [
+        "The same ablation on a world whose pin exposure and user activity are as unequal as "
+        "public logs: `pinfeed data generate --preset skewed --seed 0 --out DIR` "
+        '(docs/data.md, "How skewed the worlds are").',
+        "",
+        *retrieval_section(report, figure, out=f" --out reports/{RETRIEVAL_SKEWED}"),
     ]
 
 
@@ -319,6 +336,9 @@ Section = tuple[str, str, str, str, Callable[[dict[str, Any], str], list[str]]]
 SECTIONS: tuple[Section, ...] = (
     ("Retrieval: which positives find future conversions", RETRIEVAL, "retrieval.png",
      "pinfeed evaluate retrieval", retrieval_section),
+    ("Retrieval on the skewed world", RETRIEVAL_SKEWED, "retrieval_skewed.png",
+     "pinfeed evaluate retrieval --events DIR --out reports/retrieval_skewed.json",
+     skewed_retrieval_section),
     ("Retrieval tuning: Ray Tune", RETRIEVAL_TUNE, "retrieval_tune.png",
      "pinfeed optimize retrieval", retrieval_tune_section),
     ("Ranking: four heads, calibrated", RANKING, "ranking_reliability.png",
@@ -332,19 +352,6 @@ SECTIONS: tuple[Section, ...] = (
 )  # fmt: skip
 
 
-def describe_events(events: Path) -> str:
-    """One line on the event set the reports were computed on."""
-    if not (events / "meta.json").is_file():
-        return "Event set: not found."
-    meta = read_event_meta(events)
-    period = f"{meta.start:%Y-%m-%d} to {meta.end:%Y-%m-%d}"
-    generator = meta.details.get("generator")
-    if meta.source == "synthetic" and generator:
-        sizes = ", ".join(f"{generator[k]:,} {k}" for k in ("users", "pins", "topics"))
-        return f"Event set: synthetic, {sizes}, {period}, generator seed {generator['seed']}."
-    return f"Event set: {meta.source}, {period}."
-
-
 def render(home: ProjectHome, page: Path) -> str:
     """The page's Markdown for the reports under `home`'s reports/."""
     reports = home.reports
@@ -355,7 +362,7 @@ def render(home: ProjectHome, page: Path) -> str:
         "names the command (and seeds) that produced its figures; run in the README's order on "
         "the event set below, they reproduce this page.",
         "",
-        describe_events(home.events),
+        describe_event_set(home.events),
     ]
     for title, name, png, command, section in SECTIONS:
         lines += ["", f"## {title}", ""]

@@ -1,6 +1,6 @@
 """The retrieval ablation: which positive set finds the pins users will convert on?
 
-Five variants (`training.retrieval.config.Variant`) are trained the same way on the same time
+Six variants (`training.retrieval.config.Variant`) are trained the same way on the same time
 split (`evaluation.retrieval_data`) for several seeds, and each is scored on the held-out
 period over the whole pin corpus:
 
@@ -19,11 +19,14 @@ scored once; ALS once per seed.
 How the models are trained: in-process, with the plain torch loop
 (`training.retrieval.train_step.train_on_parquet`), which calls the same `train_step` as the
 Ray Train loop (`training.retrieval.ray_loop`) on the same filtered rows (`weighted_rows`).
-Fifteen small models through Ray Train would add worker start-up and checkpoint I/O to each
+Eighteen small models through Ray Train would add worker start-up and checkpoint I/O to each
 without changing what is computed. Every variant gets exactly the same number of optimizer
 steps (`steps`): a variant's epochs are `ceil(steps / batches per epoch)` and training stops at
 the budget inside the last epoch, so `conversions_only` (a few hundred rows, one batch per
 epoch) is not cut off after a handful of updates and the larger variants get no extra ones.
+The `_aux` variants also train on every engagement row (for their engagement task), so their
+batches hold fewer softmax positives than their base variant's: under the same step budget
+`conversions_aux` sees a fraction of the conversions per step that `conversions_only` sees.
 
 Converged table (`converged`): the same variants trained to convergence instead, what a user
 gets. The train part is split once more by time (`evaluation.retrieval_data.validation_split`:

@@ -2,7 +2,7 @@
 
     evaluate_retrieval(home, out=Path("reports/retrieval.json"), seeds=3)
       -> reports/retrieval.json   {"variants": {NAME: {"recall@100": {"mean", "std"}, ...}},
-                                   (NAME: the five two-tower variants and the baselines
+                                   (NAME: the six two-tower variants and the baselines
                                     popularity, item_knn, als, which have no HNSW column),
                                    "index": {"exact_recall@100", "ann_recall@100"}, "config"}
                                    "converged": {"variants", "best_step", "steps",
@@ -25,6 +25,7 @@ from typing import Any
 
 from evaluation.retrieval import AblationConfig, run_ablation
 from evaluation.retrieval_data import prepare_event_home, time_split
+from pinfeed.events import describe_event_set
 from pinfeed.home import ProjectHome
 
 CONVERSION_METRICS = ("recall@50", "recall@100", "recall@500", "ann_recall@100")
@@ -63,23 +64,53 @@ def markdown_table(report: dict[str, Any]) -> str:
         "| variant | conv R@50 | conv R@100 | conv R@500 | conv R@100 (HNSW) | long-click R@100 |",
         "|---|---|---|---|---|---|",
     ]
-    baselines = set(config.get("baselines", ()))
+    baseline_names = set(config.get("baselines", ()))
     for name, values in report["variants"].items():
-        label = f"{name} (baseline)" if name in baselines else name
+        label = f"{name} (baseline)" if name in baseline_names else name
         lines.append(f"| {label} | " + " | ".join(_cell(values.get(m)) for m in metrics) + " |")
     index = {name: _number(value) for name, value in report["index"].items()}
+    baselines = {n: v for n, v in report["variants"].items() if n in baseline_names}
+    ratios = ratio_line(report["variants"], baselines)
+    lines += ["", *ratios, *([""] if ratios else [])]
     lines += [
-        "",
         f"Index ({config['index_variant']}): exact Recall@100 {index['exact_recall@100']}, "
         f"HNSW Recall@100 {index['ann_recall@100']}.",
     ]
     if "converged" in report:
-        lines += ["", *converged_table(report["converged"])]
+        lines += ["", *converged_table(report["converged"], baselines)]
     return "\n".join(lines) + "\n"
 
 
-def converged_table(converged: dict[str, Any]) -> list[str]:
-    """The converged variants (early stopping, then refit) as Markdown lines."""
+def _recall100(stats: dict[str, Any]) -> float | None:
+    """Mean conversion Recall@100 of one table row (None where the row lacks it)."""
+    return (stats.get("recall@100") or {}).get("mean")
+
+
+def ratio_line(models: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+    """dual_positive's conversion Recall@100 over the best baseline's and over
+    conversions_only's (issue 17's goals: >= 1.3x and >= 1.2x) as one line; nothing when
+    dual_positive is not in `models`."""
+    ours = _recall100(models.get("dual_positive", {}))
+    if not ours:
+        return []
+    parts = []
+    scored = {name: r for name, v in baselines.items() if (r := _recall100(v))}
+    if scored:
+        best = max(scored, key=lambda name: scored[name])
+        parts.append(
+            f"dual_positive / best baseline ({best}, {scored[best]:.3f}) = "
+            f"{ours / scored[best]:.2f}x"
+        )
+    if conversions := _recall100(models.get("conversions_only", {})):
+        parts.append(
+            f"dual_positive / conversions_only ({conversions:.3f}) = {ours / conversions:.2f}x"
+        )
+    return [f"Conversion Recall@100 ratios: {'; '.join(parts)}."] if parts else []
+
+
+def converged_table(converged: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+    """The converged variants (early stopping, then refit) as Markdown lines; the ratios
+    against `baselines` (the equal-budget table's: they are fitted once) below them."""
     if "skipped" in converged:
         return [f"Converged table: skipped ({converged['skipped']})."]
     settings = converged["config"]
@@ -104,7 +135,8 @@ def converged_table(converged: dict[str, Any]) -> list[str]:
         best = ", ".join(str(step) for step in converged["best_step"][name])
         cells = " | ".join(_cell(values.get(m)) for m in metrics)
         lines.append(f"| {name} | {best} | {cells} |")
-    return lines
+    ratios = ratio_line(converged["variants"], baselines)
+    return [*lines, *([""] if ratios else []), *ratios]
 
 
 def bar_chart(report: dict[str, Any], path: Path) -> Path:
@@ -116,7 +148,7 @@ def bar_chart(report: dict[str, Any], path: Path) -> Path:
 
     names = list(report["variants"])
     width = 0.38
-    figure, axes = plt.subplots(figsize=(8, 4.5))
+    figure, axes = plt.subplots(figsize=(9, 4.8))
     for offset, metric, label in (
         (-width / 2, "recall@100", "held-out conversions"),
         (width / 2, LONG_CLICK_METRIC, "held-out long clicks"),
@@ -125,7 +157,7 @@ def bar_chart(report: dict[str, Any], path: Path) -> Path:
         stds = [report["variants"][n][metric]["std"] or 0.0 for n in names]
         positions = [i + offset for i in range(len(names))]
         axes.bar(positions, means, width, yerr=stds, capsize=3, label=label)
-    axes.set_xticks(range(len(names)), names, rotation=15)
+    axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axes.set_ylabel("Recall@100 (mean over seeds)")
     axes.set_ylim(0, 1)
     axes.set_title("Retrieval ablation: positive sets and baselines")
@@ -163,4 +195,5 @@ def evaluate_retrieval(
         split = time_split(event_home, Path(events), config.holdout_days)
         report = run_ablation(split, config)
     report["config"]["events"] = str(events)
+    report["config"]["event_set"] = describe_event_set(Path(events))
     return write_report(report, out)

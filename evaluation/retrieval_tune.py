@@ -2,7 +2,7 @@
 
 What is searched (`search_space`): learning rate, softmax temperature, tower width and output
 width, the dwell weighting's `alpha` and `t_max_s` (the dual-positive seed: they "need periodic
-re-tuning"), and the aux weight for `dual_positive_aux`. Random search (seeded) with ASHA
+re-tuning"), and the aux weight for the `_aux` variants. Random search (seeded) with ASHA
 early stopping: every trial trains with the plain loop on the train part minus its last
 `validation_days` and reports Recall@K of that day's conversions and long clicks every
 `every` steps; ASHA stops the weak trials at its rungs and each trial also stops on its own
@@ -45,7 +45,7 @@ from evaluation.retrieval_data import RetrievalSplit, time_split
 from pinfeed.errors import UnavailableError
 from pinfeed.home import ProjectHome
 from training.ray_train import ensure_ray
-from training.retrieval.config import Variant
+from training.retrieval.config import AUX_VARIANTS, Variant
 from training.retrieval.dataset import read_training_set, sized_towers, weighted_rows
 from training.retrieval.job_config import RetrievalJobConfig, RetrievalSettings
 from training.training_sets import RETRIEVAL_NAME
@@ -79,7 +79,7 @@ def search_space(variant: Variant) -> dict[str, Any]:
         "alpha": tune.uniform(0.1, 1.0),
         "t_max_s": tune.loguniform(10.0, 300.0),
     }
-    if variant == "dual_positive_aux":
+    if variant in AUX_VARIANTS:
         space["aux_weight"] = tune.loguniform(0.01, 1.0)
     return space
 

@@ -138,6 +138,30 @@ def read_event_meta(path: Path) -> EventSetMeta:
     return validate_model(EventSetMeta, raw, str(path / "meta.json"))
 
 
+def describe_event_set(events: Path) -> str:
+    """One line on an event set, for report pages: source, period and, for a synthetic set,
+    its sizes, generator seed and skew knobs (docs/data.md)."""
+    if not (events / "meta.json").is_file():
+        return "Event set: not found."
+    meta = read_event_meta(events)
+    period = f"{meta.start:%Y-%m-%d} to {meta.end:%Y-%m-%d}"
+    generator = meta.details.get("generator")
+    if meta.source != "synthetic" or not generator:
+        return f"Event set: {meta.source}, {period}."
+    sizes = ", ".join(f"{generator[k]:,} {k}" for k in ("users", "pins", "topics"))
+    skew = [
+        f"{label} {value:g}"
+        for label, value in (
+            ("pin popularity log-sd", generator.get("pin_popularity_sigma")),
+            ("user activity log-sd", generator.get("user_activity_sigma")),
+            ("same-topic share", (generator.get("policy") or {}).get("same_topic_share")),
+        )
+        if value is not None
+    ]
+    knobs = f" ({', '.join(skew)})" if skew else ""
+    return f"Event set: synthetic, {sizes}, {period}, generator seed {generator['seed']}{knobs}."
+
+
 def read_event_set(path: Path) -> EventSet:
     """Read an event set written by `write_event_set` (the generator or the importer)."""
     path = Path(path)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
+from pinfeed.synthetic.config import Preset
 from pinfeed_cli import steps
 from pinfeed_cli.common import HomeOption, console, counts_table, project_errors, project_home
 
@@ -22,7 +23,7 @@ EventsOption = Annotated[
 @project_errors
 def generate(
     preset: Annotated[
-        Literal["tiny", "small", "medium"], typer.Option(help="Size of the synthetic world.")
+        Preset, typer.Option(help="Size (and skew) of the synthetic world; see docs/data.md.")
     ] = "small",
     seed: Annotated[
         int, typer.Option(help="Random seed; the same seed gives the same events.")

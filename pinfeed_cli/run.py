@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
+from pinfeed.synthetic.config import Preset
 from pinfeed_cli.common import HomeOption, console, project_errors, project_home
 
 
 @project_errors
 def run(
     preset: Annotated[
-        Literal["tiny", "small", "medium"], typer.Option(help="Size of the synthetic world.")
+        Preset, typer.Option(help="Size (and skew) of the synthetic world; see docs/data.md.")
     ] = "small",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic event set.")] = 0,
     keep_serving: Annotated[

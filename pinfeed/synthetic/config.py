@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pinfeed.errors import ConfigError
 
-Preset = Literal["tiny", "small", "medium"]
+Preset = Literal["tiny", "small", "skewed", "medium"]
 
 
 class _Frozen(BaseModel):
@@ -104,6 +104,17 @@ class LoggingPolicy(_Frozen):
         return self
 
 
+def skewed_overrides() -> dict[str, object]:
+    """The `skewed` preset's departures from the defaults: pin exposure and user activity as
+    unequal as public interaction logs (docs/data.md, "How skewed the worlds are"), and more of
+    the homefeed filled from corpus-wide popular pins (0.40 instead of 0.20)."""
+    return {
+        "pin_popularity_sigma": 2.5,
+        "user_activity_sigma": 1.6,
+        "policy": {"same_topic_share": 0.45},
+    }
+
+
 class GeneratorConfig(_Frozen):
     """Everything `generate` needs; the same config and seed give identical tables."""
 
@@ -118,6 +129,12 @@ class GeneratorConfig(_Frozen):
     items_per_request: int = Field(10, ge=1, description="candidates shown per request")
     embedding_dim: int = Field(32, ge=2)
     embedding_noise: float = Field(0.35, ge=0, description="pin embedding noise around centroid")
+    pin_popularity_sigma: float = Field(
+        1.0, gt=0, description="log-sd of pin popularity: how unequally the policy exposes pins"
+    )
+    user_activity_sigma: float = Field(
+        0.8, gt=0, description="log-sd of user activity: how unequally users send requests"
+    )
     min_interests: int = Field(2, ge=1, description="fewest initial interests per user")
     max_interests: int = Field(4, ge=1, description="most initial interests per user")
     fading_share: float = Field(0.35, ge=0, le=1, description="users with one fading interest")
@@ -158,11 +175,14 @@ class GeneratorConfig(_Frozen):
     @classmethod
     def preset(cls, name: str, seed: int = 0, **overrides: object) -> GeneratorConfig:
         """`tiny` (300 users, 7 days: a whole pipeline in a couple of minutes, for tests and a
-        first look), `small` (3k users, 14 days, ~0.5M impressions) or `medium` (50k users, 100k
-        pins, 30 days, ~10M impressions); `overrides` replace top-level fields."""
+        first look), `small` (3k users, 14 days, ~0.5M impressions), `skewed` (`small` with pin
+        popularity and user activity as unequal as public logs, `skewed_overrides`) or
+        `medium` (50k users, 100k pins, 30 days, ~10M impressions); `overrides` replace
+        top-level fields."""
         presets: dict[str, dict[str, object]] = {
             "tiny": {"users": 300, "pins": 1200, "topics": 20, "days": 7},
             "small": {"users": 3000, "pins": 8000, "topics": 60, "days": 14},
+            "skewed": {"users": 3000, "pins": 8000, "topics": 60, "days": 14, **skewed_overrides()},
             "medium": {
                 "users": 50_000,
                 "pins": 100_000,

@@ -8,10 +8,12 @@ embedding dimension.
   topics are closer to each other than to the rest (retrieval's "neighbour topic" candidates and
   the new interests a user develops both come from siblings).
 - Pins: a topic (every topic has at least one pin), a content embedding (centroid + Gaussian
-  noise), a true quality in (0, 1), a popularity (lognormal, what the logging policy knows), a
-  shoppable flag and a clickbait flag (clickbait pins: low quality, higher popularity).
-- Users: an activity multiplier (lognormal, mean 1) and S interest slots, each a topic with a
-  strength at the start and end of the period, interpolated linearly in time. Slot kinds:
+  noise), a true quality in (0, 1), a popularity (lognormal with log-sd
+  `pin_popularity_sigma`, what the logging policy knows), a shoppable flag and a clickbait
+  flag (clickbait pins: low quality, higher popularity).
+- Users: an activity multiplier (lognormal with log-sd `user_activity_sigma`, mean 1) and S
+  interest slots, each a topic with a strength at the start and end of the period,
+  interpolated linearly in time. Slot kinds:
   stable, fading (strength falls to a tenth), new (strength grows from 0; a sibling of the
   user's first interest) and unused (topic -1, strength 0).
 """
@@ -95,7 +97,7 @@ def build_pins(config: GeneratorConfig, centroids: np.ndarray, rng: np.random.Ge
     embedding = (centroids[topic] + noise).astype(np.float32)
     clickbait = rng.random(n) < config.clickbait_share
     quality = np.where(clickbait, rng.beta(1.5, 6.0, n), rng.beta(4.0, 2.0, n)).astype(np.float32)
-    popularity = rng.lognormal(0.0, 1.0, n) * np.where(clickbait, 2.0, 1.0)
+    popularity = rng.lognormal(0.0, config.pin_popularity_sigma, n) * np.where(clickbait, 2.0, 1.0)
     by_topic = np.argsort(topic, kind="stable").astype(np.int32)
     sorted_topic = topic[by_topic]
     cum = np.cumsum(popularity[by_topic])
@@ -157,7 +159,7 @@ def build_users(config: GeneratorConfig, pins: Pins, rng: np.random.Generator) -
     seed_pins = np.full((u, config.slots), -1, dtype=np.int32)
     seeded = (kind == STABLE) | (kind == FADING)
     seed_pins[seeded] = sample_from_topics(pins, topics[seeded], rng)
-    activity = rng.lognormal(0.0, 0.8, u)
+    activity = rng.lognormal(0.0, config.user_activity_sigma, u)
     return Users(
         activity=(activity / activity.mean()).astype(np.float32),
         topics=topics,

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 from pinfeed.errors import ConfigError
-from pinfeed.events import EventSet, EventSetMeta, conform, read_event_set
+from pinfeed.events import EventSet, EventSetMeta, conform, describe_event_set, read_event_set
 from pinfeed.synthetic import (
     GeneratedWorld,
     GeneratorConfig,
@@ -21,6 +21,7 @@ from pinfeed.synthetic import (
     generate_world,
     summarize,
 )
+from pinfeed.synthetic.summary import gini, interaction_skew
 from pinfeed.validate import validate
 
 TINY = GeneratorConfig(users=300, pins=1000, topics=20, days=3, seed=7)
@@ -260,7 +261,11 @@ def test_config_rejects_typos_and_unknown_presets() -> None:
 
 @pytest.mark.parametrize(
     ("preset", "users", "pins", "impressions"),
-    [("tiny", 300, 1_200, 26_000), ("small", 3_000, 8_000, 505_000)],
+    [
+        ("tiny", 300, 1_200, 26_000),
+        ("small", 3_000, 8_000, 505_000),
+        ("skewed", 3_000, 8_000, 503_000),
+    ],
 )
 def test_presets_have_the_sizes_the_data_page_states(
     preset: str, users: int, pins: int, impressions: int
@@ -275,3 +280,42 @@ def test_presets_have_the_sizes_the_data_page_states(
     assert per_request.max() == 10
     if preset == "small":
         assert (per_request < 10).mean() < 1e-4, (per_request < 10).mean()
+
+
+def test_gini_and_top_share_by_hand() -> None:
+    assert gini(np.array([3, 3, 3, 3])) == pytest.approx(0.0)
+    # sorted 0, 0, 0, 4: 2 * (4 * 4) / (4 * 4) - 5 / 4
+    assert gini(np.array([4, 0, 0, 0])) == pytest.approx(0.75)
+    # pins 7 (3x), 8 (1x); users 1 (1x), 2 (3x): top 1% of 2 pins is 1 pin
+    skew = interaction_skew(np.array([1, 2, 2, 2]), np.array([7, 7, 7, 8]))
+    assert skew.item_gini == pytest.approx(gini(np.array([3, 1])))
+    assert skew.top1_share == pytest.approx(0.75)
+    assert skew.user_log_sd == pytest.approx(np.log([1, 3]).std())
+    assert skew.user_median == 2.0
+
+
+def test_skewed_preset_is_as_unequal_as_the_data_page_states() -> None:
+    """docs/data.md's "How skewed the worlds are" table (seed 0): the skewed world concentrates
+    interactions on popular pins and active users, at the same volume and rates as small."""
+    small = summarize(generate_world(GeneratorConfig.preset("small"), progress=False).events)
+    skewed = summarize(generate_world(GeneratorConfig.preset("skewed"), progress=False).events)
+    assert small.skew.item_gini == pytest.approx(0.589, abs=0.005)
+    assert skewed.skew.item_gini == pytest.approx(0.716, abs=0.005)
+    assert skewed.skew.top1_share == pytest.approx(0.186, abs=0.005)
+    assert small.skew.top1_share == pytest.approx(0.129, abs=0.005)
+    assert skewed.skew.user_log_sd == pytest.approx(1.16, abs=0.01)
+    assert small.skew.user_log_sd == pytest.approx(0.89, abs=0.01)
+    assert skewed.impressions == pytest.approx(small.impressions, rel=0.02)
+    assert skewed.rates["click"] == pytest.approx(small.rates["click"], rel=0.05)
+
+
+def test_event_set_line_names_sizes_seed_and_skew_knobs(tmp_path: Path) -> None:
+    config = TINY.model_copy(update={"seed": 7, "pin_popularity_sigma": 2.5})
+    generate_and_write(config, tmp_path / "events", progress=False)
+    line = describe_event_set(tmp_path / "events")
+    assert line.startswith(f"Event set: synthetic, {TINY.users:,} users, {TINY.pins:,} pins")
+    assert line.endswith(
+        "generator seed 7 (pin popularity log-sd 2.5, user activity log-sd 0.8, "
+        "same-topic share 0.65)."
+    )
+    assert describe_event_set(tmp_path / "nowhere") == "Event set: not found."

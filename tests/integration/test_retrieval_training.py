@@ -78,7 +78,7 @@ def test_killed_worker_resumes_from_last_checkpoint(
     towers = sized_towers(corpus, table.column("user_id").to_numpy(), hidden_dims=(32,))
     config = _tiny_settings(EPOCHS).sized(towers)
     rows = weighted_rows(table, config).num_rows
-    sampling = pin_sampling(weighted_rows(table, config), towers.n_pin_buckets)
+    sampling = pin_sampling(weighted_rows(table, config), config)
     log, marker = tmp_path / "epochs.log", tmp_path / "killed"
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     loop = RetrievalLoopConfig(

@@ -61,6 +61,16 @@ def trained(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return home, train_ranking(job, home)
 
 
+@pytest.fixture(scope="module")
+def written_report(
+    trained: tuple[ProjectHome, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, Path]:
+    """The ranking report of the run, evaluated once for the module, and where it was written."""
+    home, _ = trained
+    out = tmp_path_factory.mktemp("ranking-report") / "reports" / "ranking.json"
+    return evaluate_ranking(home, out, run_id="tiny"), out
+
+
 def test_run_records_split_rates_and_parity(trained: tuple[ProjectHome, Path]) -> None:
     _, run_dir = trained
     run = read_ranking_run(run_dir)
@@ -72,10 +82,8 @@ def test_run_records_split_rates_and_parity(trained: tuple[ProjectHome, Path]) -
     assert load_utility_weights(run_dir / UTILITY_FILE).source == "hand-picked"
 
 
-def test_report_shape_and_calibration(trained: tuple[ProjectHome, Path], tmp_path: Path) -> None:
-    home, _ = trained
-    out = tmp_path / "reports" / "ranking.json"
-    report = evaluate_ranking(home, out, run_id="tiny")
+def test_report_shape_and_calibration(written_report: tuple[dict, Path]) -> None:
+    report, out = written_report
     assert json.loads(out.read_text()) == report
     assert (out.parent / FIGURE_FILE).stat().st_size > 10_000
     mtl_keys = {"roc_auc", "pr_auc", "brier_raw", "brier_cal", "ece_raw", "ece_cal"}
@@ -119,9 +127,7 @@ def test_search_writes_weights_that_meet_the_constraints_on_rescoring(
     assert sum(chosen.weights.model_dump().values()) == pytest.approx(1.0)
 
 
-def test_calibrated_heads_meet_the_quality_bars(
-    trained: tuple[ProjectHome, Path], tmp_path: Path
-) -> None:
+def test_calibrated_heads_meet_the_quality_bars(written_report: tuple[dict, Path]) -> None:
     """Absolute bars per head on the test days. Measured (seed 4, 7,613 rows): calibrated ECE
     0.0002-0.0063, mean calibrated p -12%..+13% off the base rate, ROC-AUC 0.61-0.71.
 
@@ -131,8 +137,7 @@ def test_calibrated_heads_meet_the_quality_bars(
     - ROC-AUC > 0.5 + 0.05: 2.4 standard errors below the weakest measured head (save, 70
       positives), 3.5-4.6 below the others; a ranker at chance fails.
     """
-    home, _ = trained
-    report = evaluate_ranking(home, tmp_path / "ranking.json", run_id="tiny")
+    report, _ = written_report
     missed = []
     for head in ENGAGEMENTS:
         m = report["mtl"][head]

@@ -1,4 +1,5 @@
-"""ONNX export of both towers: parity with torch, dynamic batch, manifest contents and hashes."""
+"""ONNX export of both towers: parity with torch, dynamic batch, manifest contents and hashes.
+The model carries the auxiliary engagement head (`dual_positive_aux`), which is not exported."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from pinfeed.artifacts.layout import PIN_TOWER_FILE, QUERY_TOWER_FILE, sha256_file
 from pinfeed.artifacts.onnx import CPU, CUDA, gpu_available, inference_session, session_providers
@@ -28,7 +30,8 @@ TOLERANCE = 1e-4
 CONFIG = RetrievalConfig(
     towers=TowerConfig(
         n_user_buckets=300, n_pin_buckets=2000, n_topics=12, content_dim=32, output_dim=48
-    )
+    ),
+    variant="dual_positive_aux",
 )
 
 
@@ -77,6 +80,16 @@ def test_pin_tower_parity(exported: tuple[RetrievalModel, Path], batch_size: int
     with torch.no_grad():
         expected = model.pin_tower(*inputs).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
+
+
+def test_engagement_head_stays_out_of_both_graphs(exported: tuple[RetrievalModel, Path]) -> None:
+    """Serving runs the towers only: no initializer of either graph holds the head's weights."""
+    model, out_dir = exported
+    head = np.sort(model.engagement_head.mlp[0].weight.detach().numpy().ravel())
+    for name in (QUERY_TOWER_FILE, PIN_TOWER_FILE):
+        for initializer in onnx.load(str(out_dir / name)).graph.initializer:
+            values = numpy_helper.to_array(initializer).ravel()
+            assert values.size != head.size or not np.allclose(np.sort(values), head), name
 
 
 def test_graph_has_dynamic_batch_and_opset(exported: tuple[RetrievalModel, Path]) -> None:

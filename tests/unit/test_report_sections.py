@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluation.report import ranking_section, retrieval_section, retrieval_tune_section
+from evaluation.report import (
+    ranking_section,
+    retrieval_section,
+    retrieval_tune_section,
+    skewed_retrieval_section,
+)
 
 STATS = {"mean": 0.5, "std": 0.01}
 METRICS = ("recall@50", "recall@100", "recall@500", "long_click_recall@100")
@@ -37,6 +42,20 @@ def test_retrieval_section_marks_baselines_and_shows_the_converged_table() -> No
     assert "| dual_positive | 0.500 ± 0.010 |" in page
     assert "| dual_positive | 75, 150 | 0.500 ± 0.010 | 0.871 ± 0.014 |" in page
     assert "retrained on all train rows" in page and page.endswith("FIGURE")
+
+
+def test_retrieval_section_states_the_goal_ratios_of_both_tables() -> None:
+    report = retrieval_report()
+    report["variants"]["conversions_only"] = {"recall@100": {"mean": 0.4, "std": 0.0}}
+    report["variants"]["item_knn"] = {"recall@100": {"mean": 0.45, "std": 0.0}}
+    report["config"]["baselines"] = ["als", "item_knn"]
+    page = "\n".join(retrieval_section(report, "FIGURE"))
+    # equal budget: 0.5 / 0.5 (als beats item_knn), 0.5 / 0.4; converged: 0.871 / the same als
+    assert (
+        "ratios: dual_positive / best baseline (als, 0.500) = 1.00x; "
+        "dual_positive / conversions_only (0.400) = 1.25x." in page
+    )
+    assert "ratios: dual_positive / best baseline (als, 0.500) = 1.74x." in page
 
 
 def test_retrieval_tune_section_compares_tuned_with_default() -> None:
@@ -82,3 +101,15 @@ def test_ranking_section_has_lightgbm_beside_the_networks() -> None:
     assert page.split("\n")[-3].endswith("| 0.0022, 0.0024 |")
     older = "\n".join(ranking_section(ranking_report(lightgbm=False), "FIGURE"))
     assert "| 0.0290 | n/a |" in older and older.split("\n")[-3].endswith("| not run |")
+
+
+def test_skewed_section_names_its_event_set_and_output_file() -> None:
+    report = retrieval_report()
+    report["config"] |= {"events": "/data/skewed", "event_set": "Event set: synthetic, LINE."}
+    page = "\n".join(skewed_retrieval_section(report, "FIGURE"))
+    assert "`pinfeed data generate --preset skewed --seed 0 --out DIR`" in page
+    assert (
+        "`pinfeed evaluate retrieval --seeds 1 --events /data/skewed "
+        "--out reports/retrieval_skewed.json`" in page
+    )
+    assert "\nEvent set: synthetic, LINE.\n" in page and page.endswith("FIGURE")

@@ -13,6 +13,7 @@ import torch
 
 from pinfeed.errors import ConfigError, SchemaError
 from training.retrieval.config import PositiveWeightConfig, RetrievalConfig, TowerConfig
+from training.retrieval.dataset import pin_sampling, weighted_rows
 from training.retrieval.features import (
     MISSING_ID,
     PIN_DENSE_FEATURES,
@@ -72,6 +73,7 @@ def test_conversion_and_save_weights_ignore_dwell() -> None:
         ("conversions_only", [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
         ("clicks_unweighted", [1.0, 0.5, 0.5, 0.5, 0.5, 0.3]),
         ("min_dwell", [1.0, 0.0, 0.0, 0.5, 0.5, 0.3]),
+        ("conversions_aux", [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # its softmax: conversions_only
         (
             "dual_positive_aux",
             [
@@ -217,7 +219,7 @@ def test_engagement_aux_loss_by_hand() -> None:
 CONTENT_DIM = 8
 
 
-def _config(variant: str = "dual_positive") -> RetrievalConfig:
+def _config(variant: str = "dual_positive", aux_weight: float = 0.1) -> RetrievalConfig:
     towers = TowerConfig(
         n_user_buckets=20,
         n_pin_buckets=50,
@@ -227,7 +229,12 @@ def _config(variant: str = "dual_positive") -> RetrievalConfig:
         output_dim=8,
     )
     return RetrievalConfig(
-        towers=towers, variant=variant, batch_size=16, learning_rate=0.01, epochs=3
+        towers=towers,
+        variant=variant,
+        batch_size=16,
+        learning_rate=0.01,
+        epochs=3,
+        aux_weight=aux_weight,
     )
 
 
@@ -258,7 +265,9 @@ def test_towers_return_unit_vectors_and_tolerate_missing_features() -> None:
     assert model.logits(query, pin).shape == (6, 6)
 
 
-@pytest.mark.parametrize("variant", ["conversions_only", "dual_positive", "dual_positive_aux"])
+@pytest.mark.parametrize(
+    "variant", ["conversions_only", "dual_positive", "dual_positive_aux", "conversions_aux"]
+)
 def test_train_step_backpropagates_into_both_towers(variant: str) -> None:
     config = _config(variant)
     model = RetrievalModel(config)
@@ -269,8 +278,39 @@ def test_train_step_backpropagates_into_both_towers(variant: str) -> None:
     assert torch.isfinite(loss)
     assert model.query_tower.mlp[0].weight.grad.abs().sum() > 0
     assert model.pin_tower.mlp[0].weight.grad.abs().sum() > 0
-    if variant == "dual_positive_aux":
-        assert model.engagement_head.scale.grad is not None
+    if variant.endswith("_aux"):
+        assert model.engagement_head.mlp[0].weight.grad.abs().sum() > 0
+    else:
+        assert model.engagement_head is None
+
+
+def _step_loss(variant: str, batch: RetrievalBatch, aux_weight: float = 0.1) -> float:
+    """train_step's loss from the same initial towers (seed 0) and the same aux shuffle."""
+    torch.manual_seed(0)
+    model = RetrievalModel(_config(variant, aux_weight))
+    sampling = PinSampling.from_pin_ids(batch.pin_id.numpy(), 50)
+    return float(train_step(model, batch, _config(variant, aux_weight), sampling))
+
+
+def test_conversions_aux_softmax_is_conversions_only_and_its_head_learns_from_clicks() -> None:
+    """Loss = softmax(conversions) + aux_weight * engagement loss, linear in aux_weight: two
+    weights give the softmax part, which must equal conversions_only's on the same towers."""
+    batch = _random_batch(16, seed=4)
+    batch.kind[:4] = CONVERSION
+    batch.kind[4:] = CLICK  # 12 clicks the softmax gives no weight
+    low, high = _step_loss("conversions_aux", batch, 0.1), _step_loss("conversions_aux", batch, 1.0)
+    softmax = (1.0 * low - 0.1 * high) / (1.0 - 0.1)
+    assert softmax == pytest.approx(_step_loss("conversions_only", batch), abs=1e-5)
+    assert high - low > 0.01  # the engagement term is there, and positive
+    only_clicks = batch.select(torch.arange(4, 16))
+    assert _step_loss("conversions_only", only_clicks) == 0.0
+    assert _step_loss("conversions_aux", only_clicks) > 0.0
+
+
+def test_engagement_head_has_its_own_layers() -> None:
+    model = RetrievalModel(_config("dual_positive_aux"))
+    head = sum(p.numel() for p in model.engagement_head.parameters())
+    assert head == (3 * 8) * 64 + 64 + 64 + 1  # [q | p | q*p] -> 64 -> 1
 
 
 def test_train_step_needs_sampling_when_logq_is_on() -> None:
@@ -367,3 +407,26 @@ def test_early_stopping_keeps_the_best_checked_model_and_stops_after_patience(
     best = seen[2]
     assert all(torch.equal(best[k], v) for k, v in result.model.state_dict().items())
     assert not all(torch.equal(seen[-1][k], v) for k, v in result.model.state_dict().items())
+
+
+def test_aux_variants_train_on_engagement_rows_but_draw_negatives_from_softmax_positives() -> None:
+    table = pa.table(
+        {
+            "user_id": [1, 2, 3, 4],
+            "pin_id": [10, 11, 12, 13],
+            "positive_kind": ["conversion", "click", "save", "click"],
+            "click_dwell_s": [None, 0.0, None, 30.0],
+        }
+    )
+
+    def pins(variant: str) -> list[int]:
+        return weighted_rows(table, _config(variant)).column("pin_id").to_pylist()
+
+    assert pins("conversions_only") == [10]
+    assert pins("dual_positive") == [10, 12, 13]  # a 0 s click weighs 0
+    assert pins("conversions_aux") == pins("dual_positive_aux") == [10, 11, 12, 13]
+    for variant, q in [("conversions_aux", 1.0), ("dual_positive_aux", 1 / 3)]:
+        config = _config(variant)
+        sampling = pin_sampling(weighted_rows(table, config), config)
+        # q(pin 10) over the softmax positives only: {10} and {10, 12, 13}
+        assert float(sampling.log_q(torch.tensor([10]))) == pytest.approx(math.log(q))

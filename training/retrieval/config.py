@@ -7,6 +7,8 @@ come from the data: `TowerConfig.from_data` is the one place that measures them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal, Self
 
 import numpy as np
@@ -23,6 +25,7 @@ Variant = Literal[
     "min_dwell",
     "dual_positive",
     "dual_positive_aux",
+    "conversions_aux",
 ]
 """The ablation arms. They differ only in positive weights and the auxiliary head:
 
@@ -30,8 +33,23 @@ Variant = Literal[
 - `clicks_unweighted`: every click weighs `alpha`, whatever its dwell.
 - `min_dwell`: clicks with dwell under `min_dwell_s` are dropped, the rest weigh `alpha`.
 - `dual_positive`: clicks weigh `alpha * min(1, log1p(t / t_max) / log 2)`.
-- `dual_positive_aux`: `dual_positive` plus the auxiliary engagement head.
+- `dual_positive_aux`: `dual_positive` plus the auxiliary engagement task (its own head and
+  loss on every click and save, `model.EngagementHead`).
+- `conversions_aux`: `conversions_only` plus that auxiliary task: the other way the seed's
+  engagement signal can enter (a separate task head, not extra positives).
 """
+
+AUX_VARIANTS: Mapping[Variant, Variant] = MappingProxyType(
+    {"dual_positive_aux": "dual_positive", "conversions_aux": "conversions_only"}
+)
+"""Variants with the auxiliary engagement task -> the variant whose positive weights their
+main (softmax) loss uses."""
+
+
+def main_loss_variant(variant: Variant) -> Variant:
+    """The variant whose positive weights `variant`'s softmax loss uses (itself, or the
+    variant an `_aux` arm adds the engagement task to)."""
+    return AUX_VARIANTS.get(variant, variant)
 
 
 class PositiveWeightConfig(FrozenModel):
@@ -109,7 +127,10 @@ class RetrievalConfig(FrozenModel):
     learn_temperature: bool = Field(False, description="Learn the temperature (log-parametrised).")
     logq_correction: bool = Field(True, description="Subtract log q(pin) from in-batch logits.")
     aux_weight: float = Field(
-        0.1, ge=0.0, description="Weight of the auxiliary engagement loss (dual_positive_aux)."
+        0.1, ge=0.0, description="Weight of the auxiliary engagement loss (the `_aux` variants)."
+    )
+    aux_hidden: int = Field(
+        64, gt=0, description="Hidden width of the auxiliary engagement head (`_aux` variants)."
     )
     batch_size: int = Field(1024, gt=1, description="In-batch softmax: batch size = 1 + negatives.")
     learning_rate: float = Field(1e-3, gt=0.0)
@@ -118,11 +139,11 @@ class RetrievalConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _aux_needs_weight(self) -> Self:
-        if self.variant == "dual_positive_aux" and self.aux_weight == 0.0:
-            raise ConfigError("aux_weight: must be > 0 for variant dual_positive_aux")
+        if self.uses_aux_head and self.aux_weight == 0.0:
+            raise ConfigError(f"aux_weight: must be > 0 for variant {self.variant}")
         return self
 
     @property
     def uses_aux_head(self) -> bool:
         """Whether the model carries the auxiliary engagement head."""
-        return self.variant == "dual_positive_aux"
+        return self.variant in AUX_VARIANTS

@@ -2,9 +2,12 @@
 
 Rows whose positive weight is 0 under the variant (every click and save for
 `conversions_only`, short clicks for `min_dwell`) are removed before batching, so a batch of
-B rows holds B real positives and B - 1 real negatives for each of them, and the number of
-optimizer steps follows the variant's own data. `train_step` drops zero-weight rows too; doing
-it here keeps batches full. The same filter feeds the plain loop and the Ray Data path.
+B rows holds B real positives and B - 1 real negatives for each of them (the `_aux` variants
+excepted, below), and the number of optimizer steps follows the variant's own data.
+`train_step` keeps zero-weight rows out of the softmax too; doing it here keeps batches full.
+The same filter feeds the plain loop and the Ray Data path.
+The `_aux` variants keep every engagement row as well: their auxiliary task learns from the
+clicks and saves the softmax gives no weight (`conversions_aux`: all of them).
 
 Embedding tables are sized from the pin corpus and every user the data knows (users table
 and training set), so every pin in the index and every user at serving time has its own row.
@@ -24,21 +27,29 @@ from training.retrieval.config import RetrievalConfig, TowerConfig
 from training.retrieval.corpus import PinCorpus
 from training.retrieval.features import encode_kinds, resolve_column
 from training.retrieval.sampling import PinSampling
-from training.retrieval.weights import positive_weights
+from training.retrieval.weights import engagement_rows, positive_weights
 
 WEIGHT_COLUMNS = ("user_id", "pin_id", "positive_kind", "click_dwell_s")
 """The columns `weighted_rows` and `pin_sampling` read (the driver reads only these)."""
 
 
-def weighted_rows(table: pa.Table, config: RetrievalConfig) -> pa.Table:
-    """The rows of a retrieval training set that are positives under `config.variant`."""
+def _kinds_and_dwell(table: pa.Table) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N] kind codes and click dwell seconds of a training set's rows."""
     kind = torch.from_numpy(
         encode_kinds(table.column("positive_kind").to_numpy(zero_copy_only=False))
     )
     dwell = table.column("click_dwell_s").cast(pa.float32()).to_numpy(zero_copy_only=False)
-    dwell_s = torch.from_numpy(np.asarray(dwell, dtype=np.float32))
-    weights = positive_weights(kind, dwell_s, config.weights, config.variant)
-    return table.filter(pa.array((weights > 0).numpy()))
+    return kind, torch.from_numpy(np.asarray(dwell, dtype=np.float32))
+
+
+def weighted_rows(table: pa.Table, config: RetrievalConfig) -> pa.Table:
+    """The rows of a retrieval training set a run under `config.variant` trains on: its
+    positives, plus every engagement row for the `_aux` variants."""
+    kind, dwell_s = _kinds_and_dwell(table)
+    keep = positive_weights(kind, dwell_s, config.weights, config.variant) > 0
+    if config.uses_aux_head:
+        keep |= engagement_rows(kind)
+    return table.filter(pa.array(keep.numpy()))
 
 
 class VariantRows:
@@ -51,10 +62,14 @@ class VariantRows:
         return weighted_rows(batch, self.config)
 
 
-def pin_sampling(rows: pa.Table, n_pin_buckets: int) -> PinSampling:
-    """q(pin) over the rows a run trains on (the output of `weighted_rows`)."""
+def pin_sampling(rows: pa.Table, config: RetrievalConfig) -> PinSampling:
+    """q(pin) over the softmax positives among `rows` (the output of `weighted_rows`): the
+    pins the in-batch negatives are drawn from."""
+    kind, dwell_s = _kinds_and_dwell(rows)
+    positive = (positive_weights(kind, dwell_s, config.weights, config.variant) > 0).numpy()
     pin_ids = rows.column(resolve_column(rows.column_names, "pin_id")).to_numpy()
-    return PinSampling.from_pin_ids(np.asarray(pin_ids, dtype=np.int64), n_pin_buckets)
+    pin_ids = np.asarray(pin_ids, dtype=np.int64)[positive]
+    return PinSampling.from_pin_ids(pin_ids, config.towers.n_pin_buckets)
 
 
 def sized_towers(corpus: PinCorpus, user_ids: np.ndarray, **widths: object) -> TowerConfig:

@@ -121,7 +121,7 @@ def retrieval_inputs(job: RetrievalJobConfig, home: ProjectHome) -> RetrievalInp
         **job.model.towers.model_dump(),
     )
     model_config = job.model.sized(towers)
-    sampling = pin_sampling(weighted_rows(columns, model_config), towers.n_pin_buckets)
+    sampling = pin_sampling(weighted_rows(columns, model_config), model_config)
     return RetrievalInputs(set_path, model_config, corpus, sampling.log_q_table.numpy())
 
 

@@ -42,6 +42,7 @@ class RetrievalSettings(FrozenModel):
     learn_temperature: bool = False
     logq_correction: bool = True
     aux_weight: float = Field(0.1, ge=0.0)
+    aux_hidden: int = Field(64, gt=0)
     batch_size: int = Field(1024, gt=1, description="Rows per in-batch softmax, per worker.")
     learning_rate: float = Field(1e-3, gt=0.0)
     epochs: int = Field(6, gt=0)

@@ -17,7 +17,7 @@ popular pins are over-represented as negatives and the model learns to demote th
 log q (Yi et al. 2019, "Sampling-bias-corrected neural modeling") restores the full-softmax
 estimate. Masked entries are filled with -inf, so they get exactly zero gradient.
 
-`engagement_aux_loss` is the optional auxiliary engagement head (variant `dual_positive_aux`).
+`engagement_aux_loss` is the optional auxiliary engagement task's loss (the `_aux` variants).
 
 Notation: B rows in the batch (= N candidates; candidate j is row j's positive pin).
 """

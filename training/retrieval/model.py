@@ -136,30 +136,36 @@ class Temperature(nn.Module):
 
 
 class EngagementHead(nn.Module):
-    """Auxiliary head on the shared towers: logit of "engaged" for a (query, pin) pair.
+    """The auxiliary engagement task's head (the `_aux` variants): logit of "engaged" for a
+    (query, pin) pair, [B, E] x [B, E] -> [B].
 
-    logit = scale * cos(query, pin) + bias, [B, E] x [B, E] -> [B]. Two scalars only, so the
-    engagement signal shapes the towers rather than a private representation.
+    Its own layers, `MLP([q | p | q * p])` with one hidden layer, and its own loss
+    (`loss.engagement_aux_loss`): "separate task head; auxiliary has its own loss"
+    (seeds/dual_positive_signal.txt). Its gradient reaches the shared towers through q and p,
+    scaled by `aux_weight`; serving never runs it (only the towers are exported).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, embedding_dim: int, hidden: int) -> None:
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor(5.0))
-        self.bias = nn.Parameter(torch.tensor(0.0))
+        self.mlp = mlp(3 * embedding_dim, (hidden,), 1)
 
     def forward(self, query: torch.Tensor, pin: torch.Tensor) -> torch.Tensor:
-        return self.scale * (query * pin).sum(dim=1) + self.bias
+        return self.mlp(torch.cat([query, pin, query * pin], dim=1)).squeeze(1)
 
 
 class RetrievalModel(nn.Module):
-    """Both towers, the temperature and (for `dual_positive_aux`) the engagement head."""
+    """Both towers, the temperature and (for the `_aux` variants) the engagement head."""
 
     def __init__(self, config: RetrievalConfig) -> None:
         super().__init__()
         self.query_tower = QueryTower(config.towers)
         self.pin_tower = PinTower(config.towers)
         self.temperature = Temperature(config.temperature, config.learn_temperature)
-        self.engagement_head = EngagementHead() if config.uses_aux_head else None
+        self.engagement_head = (
+            EngagementHead(config.towers.output_dim, config.aux_hidden)
+            if config.uses_aux_head
+            else None
+        )
 
     def forward(self, batch: RetrievalBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (query embeddings [B, E], positive pin embeddings [B, E]), row i paired with row i."""

@@ -17,7 +17,8 @@ import torch
 
 from pinfeed.errors import ConfigError, DataNotFoundError
 from training.retrieval.config import RetrievalConfig
-from training.retrieval.features import KIND_CLICK, KIND_SAVE, RetrievalBatch, batch_from_table
+from training.retrieval.dataset import pin_sampling
+from training.retrieval.features import RetrievalBatch, batch_from_table
 from training.retrieval.loss import (
     engagement_aux_loss,
     retrieval_loss,
@@ -26,7 +27,7 @@ from training.retrieval.loss import (
 )
 from training.retrieval.model import RetrievalModel
 from training.retrieval.sampling import PinSampling
-from training.retrieval.weights import positive_weights
+from training.retrieval.weights import engagement_rows, positive_weights
 
 
 def _aux_loss(
@@ -36,18 +37,18 @@ def _aux_loss(
     batch: RetrievalBatch,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Engagement head loss: (query_i, pin_i) of click/save rows vs (query_i, a shifted row's pin)."""
+    """Engagement task loss over the whole batch: (query_i, pin_i) of click/save rows vs
+    (query_i, a shifted row's pin)."""
     if model.engagement_head is None or len(batch) < 2:
         return query.sum() * 0.0
     shift = int(torch.randint(1, len(batch), (1,), generator=generator))
     negatives = shuffled_negatives(len(batch), shift).to(query.device)
     rows = torch.arange(len(batch), device=query.device)
     negative_valid = ~same_user_positive_mask(batch.user_id, batch.pin_id)[rows, negatives]
-    engaged = (batch.kind == KIND_CLICK) | (batch.kind == KIND_SAVE)
     return engagement_aux_loss(
         model.engagement_head(query, pin),
         model.engagement_head(query, pin[negatives]),
-        engaged,
+        engagement_rows(batch.kind),
         negative_valid,
     )
 
@@ -61,27 +62,50 @@ def train_step(
 ) -> torch.Tensor:
     """Loss of one batch (the caller runs backward and the optimizer).
 
-    Rows whose positive weight is 0 under `config.variant` are dropped first, so they are
-    neither positives nor in-batch negatives. `sampling` gives log q for the logQ correction
+    Rows whose positive weight is 0 under `config.variant` are kept out of the softmax, so
+    they are neither positives nor in-batch negatives; the `_aux` variants' engagement task
+    still learns from their clicks and saves. `sampling` gives log q for the logQ correction
     (required when `config.logq_correction`); `generator` draws the aux head's shuffle.
 
     Returns:
-        Scalar: weighted in-batch softmax loss (+ aux_weight * engagement loss for
-        `dual_positive_aux`); a zero tensor when no row has a positive weight.
+        Scalar: weighted in-batch softmax loss (+ aux_weight * engagement loss for the `_aux`
+        variants); a zero tensor when nothing in the batch is trained on.
     """
     if config.logq_correction and sampling is None:
-        raise ConfigError("sampling: logq_correction is on, so pass PinSampling.from_pin_ids(...)")
+        raise ConfigError(
+            "sampling: logq_correction is on, so pass dataset.pin_sampling(rows, config)"
+        )
     weights = positive_weights(batch.kind, batch.dwell_s, config.weights, config.variant)
     kept = weights > 0
+    if config.uses_aux_head:  # every row reaches the towers: the engagement task sees them all
+        query, pin = model(batch)
+        aux = config.aux_weight * _aux_loss(model, query, pin, batch, generator)
+        positives = batch.select(kept)
+        return aux + _softmax_loss(
+            model, query[kept], pin[kept], positives, weights[kept], config, sampling
+        )
     if not bool(kept.any()):
         return torch.zeros((), requires_grad=True)
-    batch, weights = batch.select(kept), weights[kept]
+    batch = batch.select(kept)
     query, pin = model(batch)
-    log_q = sampling.log_q(batch.pin_id) if config.logq_correction and sampling else None
-    loss = retrieval_loss(model.logits(query, pin), batch.user_id, batch.pin_id, weights, log_q)
-    if config.uses_aux_head:
-        loss = loss + config.aux_weight * _aux_loss(model, query, pin, batch, generator)
-    return loss
+    return _softmax_loss(model, query, pin, batch, weights[kept], config, sampling)
+
+
+def _softmax_loss(
+    model: RetrievalModel,
+    query: torch.Tensor,
+    pin: torch.Tensor,
+    positives: RetrievalBatch,
+    weights: torch.Tensor,
+    config: RetrievalConfig,
+    sampling: PinSampling | None,
+) -> torch.Tensor:
+    """Weighted in-batch softmax over the rows with a positive weight (0 when there are none)."""
+    if len(positives) == 0:
+        return query.sum() * 0.0
+    log_q = sampling.log_q(positives.pin_id) if config.logq_correction and sampling else None
+    logits = model.logits(query, pin)
+    return retrieval_loss(logits, positives.user_id, positives.pin_id, weights, log_q)
 
 
 @dataclass(frozen=True)
@@ -144,10 +168,8 @@ def train_on_parquet(
         raise DataNotFoundError(
             f"{path}: no retrieval training set; build it with `pinfeed features training-sets`"
         )
-    data = batch_from_table(pq.read_table(path))
-    weights = positive_weights(data.kind, data.dwell_s, config.weights, config.variant)
-    kept_pins = data.pin_id[weights > 0].numpy()
-    sampling = PinSampling.from_pin_ids(kept_pins, config.towers.n_pin_buckets)
+    table = pq.read_table(path)
+    data, sampling = batch_from_table(table), pin_sampling(table, config)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = RetrievalModel(config)

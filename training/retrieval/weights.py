@@ -12,9 +12,10 @@ The click weight is 0 at t = 0, rises like log(1 + t / t_max), reaches exactly `
 t = t_max (log1p(1) / log 2 = 1) and stays capped there, so a 10-minute dwell counts no more
 than a t_max one. A click without a recorded dwell (NaN) or with a negative one counts as t = 0.
 
-The ablation variants change only this function (see `config.Variant`). A weight of 0 means
-"not a positive in this variant": `train_step` drops such rows from the batch, so their pins
-are not in-batch negatives either.
+The ablation variants change only this function (see `config.Variant`; an `_aux` variant
+weighs its positives like the variant it adds the engagement task to). A weight of 0 means
+"not a positive in this variant": `train_step` keeps such rows out of the softmax, so their
+pins are not in-batch negatives either.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 
 import torch
 
-from training.retrieval.config import PositiveWeightConfig, Variant
+from training.retrieval.config import PositiveWeightConfig, Variant, main_loss_variant
 from training.retrieval.features import KIND_CLICK, KIND_CONVERSION, KIND_SAVE
 
 
@@ -62,8 +63,15 @@ def positive_weights(
     Returns:
         [B] float32 weights, >= 0.
     """
+    variant = main_loss_variant(variant)
     save = 0.0 if variant == "conversions_only" else config.save_weight
     weights = torch.zeros(kind.shape, dtype=torch.float32, device=kind.device)
     weights = torch.where(kind == KIND_CONVERSION, 1.0, weights)
     weights = torch.where(kind == KIND_CLICK, _click_weights(dwell_s, config, variant), weights)
     return torch.where(kind == KIND_SAVE, save, weights)
+
+
+def engagement_rows(kind: torch.Tensor) -> torch.Tensor:
+    """[B] bool: rows whose positive is an engagement (click or save), the auxiliary task's
+    positives whatever their softmax weight."""
+    return (kind == KIND_CLICK) | (kind == KIND_SAVE)
