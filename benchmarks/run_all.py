@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_historical": [],
     "bench_online": ["--requests", "300"],
     "bench_retrieval_train": ["--epochs", "3"],
+    "bench_retrieval_mask": ["--repeats", "50"],
     "bench_retrieval_infer": ["--threads", "1"],
     "bench_ranking_train": ["--epochs", "3"],
     "bench_ranking_infer": ["--calls", "400"],

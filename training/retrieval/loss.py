@@ -51,12 +51,14 @@ def same_user_positive_mask(user_id: torch.Tensor, pin_id: torch.Tensor) -> torc
         and j != i. That covers every pin the same user engaged with in the batch (any kind) and
         every duplicate of row i's own pin, whoever's row it is on. The diagonal is False.
     """
-    _, user_index = torch.unique(user_id, return_inverse=True)
+    users, user_index = torch.unique(user_id, return_inverse=True)
     pins, pin_index = torch.unique(pin_id, return_inverse=True)
-    n_pins = pins.shape[0]
-    batch_pairs = user_index * n_pins + pin_index
-    all_pairs = user_index.unsqueeze(1) * n_pins + pin_index.unsqueeze(0)
-    mask = torch.isin(all_pairs, batch_pairs)
+    # [distinct users, distinct pins] table of the batch's pairs (at most B x B bools), read
+    # back at every (row user, candidate pin): a gather, where torch.isin over the B x B pair
+    # codes sorted them and took ~60 ms of an ~85 ms CPU step at B = 1024.
+    in_batch = torch.zeros(users.shape[0], pins.shape[0], dtype=torch.bool, device=pin_id.device)
+    in_batch[user_index, pin_index] = True
+    mask = in_batch[user_index][:, pin_index]
     mask.fill_diagonal_(False)
     return mask
 
