@@ -11,6 +11,8 @@ Reads what the evaluation commands wrote under `reports/` and writes one page:
 - ranking (`pinfeed evaluate ranking`): per head ROC-AUC and PR-AUC of the multi-task model vs
   the single-head and LightGBM baselines, log loss, Brier and ECE before and after
   calibration, and the reliability diagrams;
+- ranking tuning (`pinfeed optimize ranking`): the Ray Tune search over the ranker, and its
+  best config against the default and LightGBM per head on the test days;
 - utility weights (`pinfeed optimize utility`): Ax vs random search vs hand-picked at the same
   trial budget, and the trace;
 - query reward (`pinfeed evaluate query-reward`): the closed-loop simulation per policy, at
@@ -42,6 +44,7 @@ RETRIEVAL = "retrieval.json"
 RETRIEVAL_TUNE = "retrieval_tune.json"
 RETRIEVAL_SKEWED = "retrieval_skewed.json"
 RANKING = "ranking.json"
+RANKING_TUNE = "ranking_tune.json"
 UTILITY = "utility.json"
 QUERY_REWARD = "query_reward.json"
 CLOSED_LOOP = "closed_loop.json"
@@ -162,6 +165,60 @@ def ranking_section(report: dict[str, Any], figure: str) -> list[str]:
         )
     lines += ["", figure]
     return lines
+
+
+def ranking_tune_section(report: dict[str, Any], figure: str) -> list[str]:
+    settings, held, best = report["settings"], report["held_out"], report["best"]
+    params = ", ".join(
+        f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in best["params"].items()
+    )
+    arms = [arm for arm in ("default", "tuned", "lightgbm") if arm in held]
+    lines = [
+        f"Command: `pinfeed optimize ranking --trials {settings['trials']} --seed "
+        f"{settings['seed']} --max-steps {settings['max_steps']}` (Ray Tune: random search + "
+        f"ASHA, grace {settings['grace_steps']} steps, reduction factor "
+        f"{settings['reduction_factor']:g}; every {settings['every']} steps the mean over heads "
+        f"of PR-AUC on {report['rows']['validation']:,} validation impressions; "
+        f"{report['rows']['train']:,} training rows at w = {report['sample_rate']:g}).",
+        "",
+        f"Best of {len(report['trials'])} trials: validation PR-AUC {best['best_pr_auc']:.4f} "
+        f"at step {best['best_step']} ({params}; keep_rate multiplies w).",
+        "",
+        f"Test days ({held['rows']:,} impressions, never downsampled): default = the job's "
+        "shape and learning rate, early-stopped like a trial; networks are the mean of "
+        f"{len(held['seeds'])} seeds; ECE is calibrated, {held['ece_bins']} bins.",
+        "",
+        "| head | "
+        + " | ".join(f"PR-AUC {arm}" for arm in arms)
+        + " | "
+        + " | ".join(f"ECE {arm}" for arm in arms)
+        + " |",
+        "|---|" + "---|" * (2 * len(arms)),
+    ]
+    for head in held["tuned"]["heads"]:
+        pr = " | ".join(f"{held[arm]['heads'][head]['pr_auc']:.4f}" for arm in arms)
+        ece = " | ".join(f"{held[arm]['heads'][head]['ece_cal']:.4f}" for arm in arms)
+        lines.append(f"| {head} | {pr} | {ece} |")
+    means = " | ".join(f"{held[arm]['mean_pr_auc']:.4f}" for arm in arms)
+    lines += [f"| mean | {means} |" + " |" * len(arms), ""]
+    scored = [t for t in report["trials"] if "best_pr_auc" in t]
+    light = [t["best_pr_auc"] for t in scored if t["params"]["keep_rate"] >= 0.5]
+    heavy = [t["best_pr_auc"] for t in scored if t["params"]["keep_rate"] < 0.5]
+    if light and heavy:
+        lines += [
+            f"Downsampling below the set's rate: trials with keep_rate >= 0.5 reached a mean "
+            f"validation PR-AUC of {sum(light) / len(light):.4f} ({len(light)} trials), those "
+            f"below 0.5 {sum(heavy) / len(heavy):.4f} ({len(heavy)}).",
+            "",
+        ]
+    if "lightgbm" in held:
+        ratios = ", ".join(
+            f"{head} {m['pr_auc'] / held['lightgbm']['heads'][head]['pr_auc']:.2f}x"
+            for head, m in held["tuned"]["heads"].items()
+        )
+        lines += [f"Tuned / LightGBM PR-AUC: {ratios}.", ""]
+    return [*lines, figure]
 
 
 def utility_section(report: dict[str, Any], figure: str) -> list[str]:
@@ -343,6 +400,8 @@ SECTIONS: tuple[Section, ...] = (
      "pinfeed optimize retrieval", retrieval_tune_section),
     ("Ranking: four heads, calibrated", RANKING, "ranking_reliability.png",
      "pinfeed evaluate ranking", ranking_section),
+    ("Ranking tuning: Ray Tune", RANKING_TUNE, "ranking_tune.png",
+     "pinfeed optimize ranking", ranking_tune_section),
     ("Utility weights: Ax vs random search vs hand-picked", UTILITY, "utility_trace.png",
      "pinfeed optimize utility", utility_section),
     ("Query selection: reward vs count in a closed loop", QUERY_REWARD, "query_reward.png",

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from evaluation.retrieval import (
     AblationConfig,
@@ -42,27 +42,19 @@ from evaluation.retrieval import (
     train_variant,
 )
 from evaluation.retrieval_data import RetrievalSplit, time_split
+from evaluation.tune import SearchSettings, run_search, trials_chart
 from pinfeed.errors import UnavailableError
 from pinfeed.home import ProjectHome
-from training.ray_train import ensure_ray
 from training.retrieval.config import AUX_VARIANTS, Variant
 from training.retrieval.dataset import read_training_set, sized_towers, weighted_rows
 from training.retrieval.job_config import RetrievalJobConfig, RetrievalSettings
 from training.training_sets import RETRIEVAL_NAME
 
 
-class TuneSettings(BaseModel):
-    """The search's budget (defaults: the small preset's report)."""
+class TuneSettings(SearchSettings):
+    """The search's budget (defaults: the small preset's report) and what it tunes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    trials: int = Field(16, gt=0)
-    seed: int = Field(0, description="Seeds the random search and every trial's model.")
     variant: Variant = "dual_positive"
-    max_steps: int = Field(600, gt=0, description="ASHA's max_t, in optimizer steps.")
-    grace_steps: int = Field(50, gt=0, description="ASHA's grace period, in optimizer steps.")
-    reduction_factor: float = Field(3.0, gt=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
     refit_seeds: int = Field(2, ge=1, description="Seeds of the held-out comparison.")
     converged: ConvergedConfig = ConvergedConfig()
 
@@ -122,81 +114,17 @@ def _trial(params: dict[str, Any], split: RetrievalSplit, base: AblationConfig,
         train_converged(split, config, settings.variant, settings.seed, Path(work), report)
 
 
-def run_search(
+def _search(
     split: RetrievalSplit, base: AblationConfig, settings: TuneSettings, storage: Path
 ) -> list[dict[str, Any]]:
-    """Run the Ray Tune search; every trial's params and results, best first."""
+    """Every trial's params and results, best first (`evaluation.tune.run_search`)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
 
-    ensure_ray()  # the cluster in RAY_ADDRESS, or a local one
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, split=split, base=base, settings=settings),
-        {"cpu": settings.cpus_per_trial},
+    trainable = tune.with_parameters(_trial, split=split, base=base, settings=settings)
+    space = search_space(settings.variant)
+    return run_search(
+        trainable, space, settings, metric="recall", storage=storage, name="retrieval-tune"
     )
-    scheduler = ASHAScheduler(
-        time_attr="step",
-        max_t=settings.max_steps,
-        grace_period=settings.grace_steps,
-        reduction_factor=settings.reduction_factor,
-    )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=search_space(settings.variant),
-        tune_config=tune.TuneConfig(
-            metric="recall",
-            mode="max",
-            num_samples=settings.trials,
-            scheduler=scheduler,
-            search_alg=BasicVariantGenerator(random_state=settings.seed),
-        ),
-        run_config=tune.RunConfig(name="retrieval-tune", storage_path=str(storage), verbose=0),
-    )
-    results = tuner.fit()
-    trials = []
-    for result in results:
-        history = result.metrics_dataframe
-        if result.error or history is None or history.empty:
-            trials.append({"params": result.config, "error": str(result.error or "no report")})
-            continue
-        best = history.loc[history["recall"].idxmax()]
-        trials.append(
-            {
-                "params": result.config,
-                "best_recall": float(best["recall"]),
-                "best_step": int(best["step"]),
-                "steps": int(history["step"].max()),
-                "history": [
-                    [int(step), float(recall)]
-                    for step, recall in zip(history["step"], history["recall"], strict=True)
-                ],
-            }
-        )
-    return sorted(trials, key=lambda t: -t.get("best_recall", -1.0))
-
-
-def trials_chart(trials: list[dict[str, Any]], path: Path) -> Path:
-    """Validation recall per trial against optimizer steps; the best trial drawn bold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    for rank, trial in enumerate(t for t in trials if t.get("history")):
-        steps, recalls = zip(*trial["history"], strict=True)
-        best = rank == 0
-        axes.plot(steps, recalls, lw=2.5 if best else 1.0, alpha=1.0 if best else 0.5,
-                  color="C3" if best else "C0", label="best trial" if best else None)  # fmt: skip
-    axes.set_xlabel("optimizer steps (a line ends where ASHA or patience stopped the trial)")
-    axes.set_ylabel("validation Recall@100")
-    axes.set_title(f"Ray Tune: {len(trials)} trials, random search + ASHA")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
 
 
 def _held_out(
@@ -247,7 +175,7 @@ def tune_retrieval(
     base = base or AblationConfig()
     split = time_split(home, home.events, base.holdout_days)
     out.parent.mkdir(parents=True, exist_ok=True)
-    trials = run_search(split, base, settings, out.parent / "tune")
+    trials = _search(split, base, settings, out.parent / "tune")
     best = next((t for t in trials if "best_recall" in t), None)
     if best is None:
         raise UnavailableError(
@@ -278,7 +206,7 @@ def tune_retrieval(
         "cutoff": split.cutoff.isoformat(),
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
-    trials_chart(trials, out.with_suffix(".png"))
+    trials_chart(trials, out.with_suffix(".png"), "validation Recall@100")
     training_set = read_training_set(home.training_sets / f"{RETRIEVAL_NAME}.parquet")
     config = job_config(split, training_set, tuned.model, best["best_step"])
     out.with_suffix(".yaml").write_text(

@@ -1,5 +1,4 @@
-"""`pinfeed optimize`: tune serving-time parameters (Ax) and the retrieval model (Ray Tune)
-offline."""
+"""`pinfeed optimize`: tune serving-time parameters (Ax) and both models (Ray Tune) offline."""
 
 from __future__ import annotations
 
@@ -11,8 +10,14 @@ import typer
 from pinfeed_cli import steps
 from pinfeed_cli.common import HomeOption, RunIdOption, console, project_errors, project_home
 
+TuneTrialsOption = Annotated[int, typer.Option(min=1, help="Ray Tune trials (random search).")]
+TuneSeedOption = Annotated[int, typer.Option(help="Seed of the search and of every trial.")]
+MaxStepsOption = Annotated[
+    int, typer.Option(min=1, help="Optimizer steps a trial may reach (ASHA's max_t).")
+]
+
 app = typer.Typer(
-    help="Tune serving-time parameters (Ax) and the retrieval model (Ray Tune) offline.",
+    help="Tune serving-time parameters (Ax) and both models (Ray Tune) offline.",
     no_args_is_help=True,
 )
 
@@ -64,11 +69,9 @@ def utility(
 @app.command("retrieval")
 @project_errors
 def retrieval(
-    trials: Annotated[int, typer.Option(min=1, help="Ray Tune trials (random search).")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed of the search and of every trial.")] = 0,
-    max_steps: Annotated[
-        int, typer.Option(min=1, help="Optimizer steps a trial may reach (ASHA's max_t).")
-    ] = 600,
+    trials: TuneTrialsOption = 16,
+    seed: TuneSeedOption = 0,
+    max_steps: MaxStepsOption = 600,
     out: Annotated[
         Path | None,
         typer.Option(help="Report JSON (default: <home>/reports/retrieval_tune.json); the "
@@ -89,5 +92,42 @@ def retrieval(
     console.print(
         f"held out, refitted: tuned Recall@100 {held['tuned']['recall@100']:.3f} vs default "
         f"{held['default']['recall@100']:.3f}"
+    )
+    console.print(f"report: {report['path']}; job config: {report['job_config']}")
+
+
+@app.command("ranking")
+@project_errors
+def ranking(
+    trials: TuneTrialsOption = 16,
+    seed: TuneSeedOption = 0,
+    max_steps: MaxStepsOption = 2000,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Report JSON (default: <home>/reports/ranking_tune.json); the "
+                     "tuned job config is written beside it as .yaml."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Ranking YAML (its split and evaluation sections; default "
+                     "configs/ranking.yaml)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:  # fmt: skip
+    """Ray Tune (random search + ASHA) of the ranker's width, depth, learning rate and
+    negative downsampling on the validation days; the best config as a job config, and its
+    test-day PR-AUC and ECE per head beside the default's and LightGBM's."""
+    report = steps.optimize_ranking(
+        project_home(home), out=out, trials=trials, seed=seed, max_steps=max_steps, config=config
+    )
+    best, held = report["best"], report["held_out"]
+    console.print(
+        f"best of {len(report['trials'])} trials: validation PR-AUC (mean over heads) "
+        f"{best['best_pr_auc']:.4f} at step {best['best_step']} ({best['params']})"
+    )
+    arms = [arm for arm in ("tuned", "default", "lightgbm") if arm in held]
+    console.print(
+        "test days, mean PR-AUC over heads: "
+        + ", ".join(f"{arm} {held[arm]['mean_pr_auc']:.4f}" for arm in arms)
     )
     console.print(f"report: {report['path']}; job config: {report['job_config']}")

@@ -303,6 +303,29 @@ def optimize_retrieval(
     return report | {"path": str(target), "job_config": str(target.with_suffix(".yaml"))}
 
 
+def optimize_ranking(
+    home: ProjectHome,
+    *,
+    out: Path | None = None,
+    trials: int = 16,
+    seed: int = 0,
+    max_steps: int = 2000,
+    config: Path | None = None,
+) -> dict[str, Any]:
+    from evaluation.ranking import RankingEvalConfig, load_eval_config
+    from evaluation.ranking_tune import RankingTuneSettings, tune_ranking
+    from training.job import config_file
+    from training.ranking.config import RankingJobConfig, load_job_config
+
+    path = config_file("ranking", config)
+    job = load_job_config(path) if path else RankingJobConfig()
+    scoring = load_eval_config(path) if path else RankingEvalConfig()
+    settings = RankingTuneSettings(trials=trials, seed=seed, max_steps=max_steps, split=job.split)
+    target = out or home.reports / "ranking_tune.json"
+    report = tune_ranking(home, target, settings, scoring)
+    return report | {"path": str(target), "job_config": str(target.with_suffix(".yaml"))}
+
+
 def evaluate_retrieval(
     home: ProjectHome,
     *,

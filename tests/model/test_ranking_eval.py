@@ -4,12 +4,10 @@ writes weights that meet every constraint into the run's utility.json."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from sklearn.metrics import average_precision_score
 
 from evaluation.ranking import (
@@ -24,15 +22,13 @@ from pinfeed.artifacts.layout import UTILITY_FILE
 from pinfeed.home import ProjectHome
 from pinfeed.schema import ENGAGEMENTS
 from pinfeed.utility import load_utility_weights
-from pinfeed_cli.pipeline import run_pipeline
-from tests.support.homes import make_home
+from tests.support.homes import build_ranking_home
 from training.ranking.config import RankerOptions, RankingJobConfig, SplitConfig
 from training.ranking.job import train_ranking
 from training.ranking.record import read_ranking_run
 
 pytestmark = pytest.mark.slow  # a tiny world + two Ray Train fits: ~1-2 min on 2 busy cores
 
-TINY_WORLD = {"users": 300, "pins": 1200, "topics": 20, "days": 7}
 ECE_CAL_BOUND = 0.015
 MEAN_P_CAL_TOLERANCE = 0.3
 AUC_MARGIN = 0.05
@@ -42,14 +38,7 @@ AUC_MARGIN = 0.05
 def trained(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectHome, Path]:
     """8 epochs, 80 steps of 256 rows: at 3 (30 steps) the ranker stayed near chance on the
     tiny world (save ROC-AUC 0.45) and its calibrated closeup mean was 1.6x the base rate."""
-    home = make_home(tmp_path_factory.mktemp("ranking-eval") / "home")
-    run_pipeline(
-        home,
-        seed=4,
-        console=Console(file=io.StringIO()),
-        generator_overrides=TINY_WORLD,
-        stop_after="training sets",
-    )
+    home = build_ranking_home(tmp_path_factory.mktemp("ranking-eval") / "home")
     job = RankingJobConfig(
         run_id="tiny",
         model=RankerOptions(hidden_dims=(64, 32), head_dim=16),

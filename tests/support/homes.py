@@ -3,7 +3,7 @@
 - `make_home`: an empty home (a copy of feature_repo/ with a Feast project of its own, since
   tests share one Redis database);
 - `data_home`: a tiny world through `pinfeed run`'s data steps (events, features, online store,
-  training sets);
+  training sets); `build_tiny_home` (retrieval) and `build_ranking_home` name the tests' worlds;
 - `shared_serving_home`: one per test session, a data home plus run `RUN_ID` with both models
   trained for a few steps (`training.quick`) and a second run `RUN_ID_B` (a ranker trained for
   more steps: another hash, another version) for reload tests;
@@ -41,6 +41,8 @@ RUN_ID_B = "tiny-run-b"
 RETRIEVAL_WORLD = {"users": 300, "pins": 600, "topics": 20, "days": 6}
 """A few thousand positives, about a hundred conversions: built in a few seconds."""
 SERVING_WORLD = {"users": 200, "pins": 1500, "topics": 20, "days": 5}
+RANKING_WORLD = {"users": 300, "pins": 1200, "topics": 20, "days": 7}
+"""Seven days: training rows, one validation day and two test days of impressions."""
 
 
 def make_home(root: Path) -> ProjectHome:
@@ -64,6 +66,11 @@ def data_home(root: Path, world: dict[str, int], seed: int = 3) -> ProjectHome:
 def build_tiny_home(root: Path) -> ProjectHome:
     """The retrieval tests' world."""
     return data_home(root, RETRIEVAL_WORLD)
+
+
+def build_ranking_home(root: Path) -> ProjectHome:
+    """The ranking evaluation and search tests' world."""
+    return data_home(root, RANKING_WORLD, seed=4)
 
 
 def build_serving_home(root: Path) -> ProjectHome:

@@ -1,6 +1,7 @@
 """The results page's sections for the baselines and the tuning: baselines are marked in the
 retrieval table, the converged table and the Ray Tune comparison show their figures, and the
-ranking table gains LightGBM's PR-AUC and ECE (an older report without it says so)."""
+ranking table gains LightGBM's PR-AUC and ECE (an older report without it says so), and the
+ranker's search sets tuned, default and LightGBM side by side per head."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from evaluation.report import (
     ranking_section,
+    ranking_tune_section,
     retrieval_section,
     retrieval_tune_section,
     skewed_retrieval_section,
@@ -113,3 +115,34 @@ def test_skewed_section_names_its_event_set_and_output_file() -> None:
         "--out reports/retrieval_skewed.json`" in page
     )
     assert "\nEvent set: synthetic, LINE.\n" in page and page.endswith("FIGURE")
+
+
+def test_ranking_tune_section_sets_tuned_beside_default_and_lightgbm() -> None:
+    def arm(pr_auc: float, ece: float) -> dict[str, Any]:
+        return {"heads": {"save": {"pr_auc": pr_auc, "ece_cal": ece}}, "mean_pr_auc": pr_auc}
+
+    report = {
+        "trials": [
+            {"params": {"keep_rate": 0.9}, "best_pr_auc": 0.04},
+            {"params": {"keep_rate": 0.2}, "best_pr_auc": 0.03},
+            {"params": {"keep_rate": 0.1}, "error": "died"},
+        ],
+        "best": {"best_pr_auc": 0.04, "best_step": 500,
+                 "params": {"width": 256, "depth": 3, "keep_rate": 0.9}},
+        "held_out": {"tuned": arm(0.025, 0.0011), "default": arm(0.024, 0.0015),
+                     "lightgbm": arm(0.02, 0.001), "rows": 70_000, "seeds": [0, 1],
+                     "ece_bins": 15},
+        "rows": {"train": 60_000, "validation": 72_000},
+        "sample_rate": 0.1,
+        "settings": {"trials": 3, "seed": 0, "max_steps": 2000, "grace_steps": 200,
+                     "reduction_factor": 3.0, "every": 100},
+    }  # fmt: skip
+    page = "\n".join(ranking_tune_section(report, "FIGURE"))
+    assert "`pinfeed optimize ranking --trials 3 --seed 0 --max-steps 2000`" in page
+    assert "validation PR-AUC 0.0400 at step 500 (width 256, depth 3, keep_rate 0.9;" in page
+    assert "| PR-AUC default | PR-AUC tuned | PR-AUC lightgbm | ECE default |" in page
+    assert "| save | 0.0240 | 0.0250 | 0.0200 | 0.0015 | 0.0011 | 0.0010 |" in page
+    assert "| mean | 0.0240 | 0.0250 | 0.0200 | | | |" in page
+    assert "keep_rate >= 0.5 reached a mean validation PR-AUC of 0.0400 (1 trials)" in page
+    assert "below 0.5 0.0300 (1)" in page
+    assert "Tuned / LightGBM PR-AUC: save 1.25x." in page
