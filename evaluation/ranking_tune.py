@@ -6,7 +6,7 @@ as an extra keep-rate r on the training set's unengaged rows: the trial trains a
 effective rate w·r (w: the rate the training set was built with) and is calibrated for it.
 Random search (seeded) with ASHA early stopping (`evaluation.tune`).
 
-Rows (the ranking job's own time split, `training.ranking.config.SplitConfig`):
+Rows (the ranking job config's own time split, `training.split`):
 - train: the ranking training set's rows before the validation days (downsampled at w);
 - validation: every impression of the validation days, never downsampled, with point-in-time
   features (`evaluation.ranking.heldout_impressions`); a trial reports the mean over heads of
@@ -55,16 +55,14 @@ from pinfeed.calibration import (
     fit_effective_sample_rates,
 )
 from pinfeed.config import FrozenModel
-from pinfeed.errors import DataNotFoundError, UnavailableError
+from pinfeed.errors import ConfigError, DataNotFoundError, UnavailableError
 from pinfeed.events import read_event_meta
 from pinfeed.home import ProjectHome
 from pinfeed.schema import ENGAGEMENTS
 from training.ranking.config import (
-    LossConfig,
     RankerConfig,
     RankerOptions,
     RankingJobConfig,
-    SplitConfig,
 )
 from training.ranking.features import SOURCE_COLUMNS, TOPIC, label_array, ranker_arrays
 from training.ranking.loss import build_loss
@@ -78,26 +76,27 @@ METRIC = "pr_auc"
 
 
 class RankingTuneSettings(SearchSettings):
-    """The search's budget (defaults: the small preset's report) and its rows."""
+    """The search's budget (defaults: the small preset's report) and the job config it starts
+    from: its split, batch size, loss and weight decay hold for every trial, its shape and
+    learning rate are the default arm, and the tuned YAML is it with the best trial's put in."""
 
     max_steps: int = Field(2000, gt=0, description="ASHA's max_t, in optimizer steps.")
     grace_steps: int = Field(200, gt=0, description="ASHA's grace period, in optimizer steps.")
     every: int = Field(100, gt=0, description="Optimizer steps between validation checks.")
     patience: int = Field(4, gt=0, description="Checks without a better PR-AUC before stopping.")
-    batch_size: int = Field(1024, gt=0)
     max_validation_rows: int = Field(
         200_000, gt=0, description="A seeded sample of the validation days beyond this."
     )
     refit_seeds: int = Field(2, ge=1, description="Seeds of the held-out comparison.")
     lightgbm: bool = Field(True, description="Fit LightGBM on the same rows for the table.")
-    split: SplitConfig = SplitConfig()
+    job: RankingJobConfig = RankingJobConfig()
 
 
 class RankerTrial(FrozenModel):
     """What one trial trains: the ranker's shape, its learning rate, an extra keep-rate."""
 
-    model: RankerOptions = RankerOptions()
-    learning_rate: float = Field(RankingJobConfig().learning_rate, gt=0)
+    model: RankerOptions
+    learning_rate: float = Field(gt=0)
     keep_rate: float = Field(
         1.0, gt=0, le=1, description="Extra keep-rate of unengaged rows: trains at rate w·r."
     )
@@ -116,6 +115,11 @@ class LabelledRows:
 
     def take(self, rows: NDArray[np.int64]) -> LabelledRows:
         return LabelledRows(self.inputs.take(rows), self.labels[rows])
+
+    def expected_rows(self, keep_rate: float) -> float:
+        """How many rows survive an extra keep-rate on the unengaged ones, in expectation."""
+        engaged = self.labels.any(axis=1)
+        return float(engaged.sum() + keep_rate * (~engaged).sum())
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,11 @@ class RankerFit:
     """w·r: the rate its training rows kept unengaged impressions at."""
     calibration_rates: NDArray[np.float64]
     """[H] per-head effective rates of those rows (what serving's calibration applies)."""
+
+
+def default_trial(job: RankingJobConfig) -> RankerTrial:
+    """The default arm: the job config's shape and learning rate, at the set's own rate."""
+    return RankerTrial(model=job.model, learning_rate=job.learning_rate)
 
 
 def search_space() -> dict[str, Any]:
@@ -198,16 +207,21 @@ def fit_ranker(
     )
     model = MultiTaskRanker(config)
     model.fit_normalizer(torch.from_numpy(rows.inputs.dense))
-    loss = build_loss(LossConfig())
-    optimizer = torch.optim.Adam(model.parameters(), lr=trial.learning_rate)
+    loss = build_loss(settings.job.loss)
+    optimizer = torch.optim.Adam(
+        [*model.parameters(), *loss.parameters()],
+        lr=trial.learning_rate,
+        weight_decay=settings.job.weight_decay,
+    )
+    batch_size = settings.job.batch_size
     checks: list[tuple[int, float]] = []
     best_state, best_score, best_step, since_best = None, -math.inf, 0, 0
     order, cursor = rng.permutation(len(keep)), 0
     for step in range(1, settings.max_steps + 1):
         if cursor >= len(order):
             order, cursor = rng.permutation(len(keep)), 0
-        batch = rows.take(order[cursor : cursor + settings.batch_size])
-        cursor += settings.batch_size
+        batch = rows.take(order[cursor : cursor + batch_size])
+        cursor += batch_size
         train_step(model, loss, optimizer, RankerBatch.from_arrays(batch.inputs, batch.labels))
         if step % settings.every and step != settings.max_steps:
             continue
@@ -268,7 +282,14 @@ def load_rows(
         raise DataNotFoundError(
             f"{path}: no ranking training set; build it with `pinfeed features training-sets`"
         )
-    split = time_split(events.end.astimezone(UTC), settings.split)
+    split = time_split(events.end.astimezone(UTC), settings.job.split)
+    if split.train_end <= events.start:
+        held = settings.job.split.validation_days + settings.job.split.test_days
+        raise ConfigError(
+            f"training.split: {held} validation and test days leave no training days in the "
+            f"event set's {events.start:%Y-%m-%d} to {events.end:%Y-%m-%d}; shorten the split "
+            "or generate more days"
+        )
     train = training_rows(path, split.train_end)
     if train.empty:
         raise DataNotFoundError(
@@ -358,33 +379,41 @@ def lightgbm_held_out(
     }
 
 
+def steps_per_epoch(data: TuneRows, trial: RankerTrial, batch_size: int) -> int:
+    """Batches in one epoch of a training set at rate w·r (its engaged rows plus r of the
+    rest, in expectation)."""
+    return max(1, math.ceil(data.train.expected_rows(trial.keep_rate) / batch_size))
+
+
 def job_config(
     data: TuneRows, trial: RankerTrial, steps: int, settings: RankingTuneSettings
 ) -> RankingJobConfig:
-    """The tuned trial as a ranking job config: epochs = `steps` over the batches of the
-    rows a training set at rate w·r would hold (its engaged rows plus r of the rest)."""
-    engaged = data.train.labels.any(axis=1)
-    rows = engaged.sum() + trial.keep_rate * (~engaged).sum()
-    epochs = max(1, math.ceil(steps / max(1, math.ceil(rows / settings.batch_size))))
-    return RankingJobConfig(
-        model=trial.model,
-        learning_rate=trial.learning_rate,
-        batch_size=settings.batch_size,
-        epochs=epochs,
-        seed=settings.seed,
-        split=settings.split,
+    """The starting job config with the tuned trial put in: its shape, its learning rate,
+    and epochs = `steps` over `steps_per_epoch`, to the nearest (the job trains whole epochs
+    and keeps its last one, so rounding up could add most of an epoch)."""
+    per_epoch = steps_per_epoch(data, trial, settings.job.batch_size)
+    return settings.job.model_copy(
+        update={
+            "model": trial.model,
+            "learning_rate": trial.learning_rate,
+            "epochs": max(1, round(steps / per_epoch)),
+            "seed": settings.seed,
+        }
     )
 
 
-def _job_yaml(config: RankingJobConfig, data: TuneRows, trial: RankerTrial) -> str:
+def _job_yaml(config: RankingJobConfig, data: TuneRows, trial: RankerTrial, steps: int) -> str:
     rate = data.sample_rate * trial.keep_rate
+    per_epoch = steps_per_epoch(data, trial, config.batch_size)
     return (
         "# Written by `pinfeed optimize ranking` (evaluation/ranking_tune.py): the best trial's "
-        "settings.\n# It trained at negative sample rate "
-        f"{rate:.4g} (the training set's {data.sample_rate:g} x keep-rate "
-        f"{trial.keep_rate:.3g}): build the set with\n#   pinfeed features training-sets "
-        f"--negative-sample-rate {rate:.4g}\n# before `pinfeed train ranking --config` this "
-        "file.\n" + yaml.safe_dump({"training": config.model_dump(mode="json")}, sort_keys=False)
+        f"settings.\n# Its best check was at step {steps}; {config.epochs} epoch(s) of "
+        f"{per_epoch} batches = {config.epochs * per_epoch} steps.\n"
+        f"# It trained at negative sample rate {rate:.4g} (the training set's "
+        f"{data.sample_rate:g} x keep-rate {trial.keep_rate:.3g}): build the set with\n"
+        f"#   pinfeed features training-sets --negative-sample-rate {rate:.4g}\n"
+        "# before `pinfeed train ranking --config` this file.\n"
+        + yaml.safe_dump({"training": config.model_dump(mode="json")}, sort_keys=False)
     )
 
 
@@ -414,7 +443,7 @@ def tune_ranking(
             f"under {storage}"
         )
     tuned = trial_config(best["params"])
-    default = RankerTrial()
+    default = default_trial(settings.job)
     report: dict[str, Any] = {
         "trials": trials,
         "best": best | {"config": tuned.model_dump(mode="json")},
@@ -438,5 +467,5 @@ def tune_ranking(
     out.write_text(json.dumps(report, indent=2) + "\n")
     trials_chart(trials, out.with_suffix(".png"), "validation PR-AUC, mean over heads")
     job = job_config(data, tuned, best["best_step"], settings)
-    out.with_suffix(".yaml").write_text(_job_yaml(job, data, tuned))
+    out.with_suffix(".yaml").write_text(_job_yaml(job, data, tuned, best["best_step"]))
     return report

@@ -3,7 +3,8 @@ optimize ranking`): a seeded random search with ASHA early stopping over optimiz
 the Ray in RAY_ADDRESS or a local one, and the chart of every trial's validation curve.
 
 A trainable reports `{metric: value, "step": step}` at each check (`tune.report`); ASHA stops
-the weak trials at its rungs. What comes back per trial (`run_search`): its params, its best
+the weak trials at its rungs (its grace period is cut to `max_steps` where it is longer: ASHA
+refuses a grace beyond its max_t). What comes back per trial (`run_search`): its params, its best
 check (`best_<metric>`, `best_step`), the last step it reached and its whole history, or the
 error it died of.
 """
@@ -49,7 +50,7 @@ def run_search(
     scheduler = ASHAScheduler(
         time_attr="step",
         max_t=settings.max_steps,
-        grace_period=settings.grace_steps,
+        grace_period=min(settings.grace_steps, settings.max_steps),  # ASHA asserts grace <= max_t
         reduction_factor=settings.reduction_factor,
     )
     tuner = tune.Tuner(
@@ -68,8 +69,11 @@ def run_search(
     trials = []
     for result in tuner.fit():
         history = result.metrics_dataframe
+        if history is not None:  # drop checks with nothing to score (NaN)
+            history = history.dropna(subset=[metric]) if metric in history else history[:0]
         if result.error or history is None or history.empty:
-            trials.append({"params": result.config, "error": str(result.error or "no report")})
+            error = result.error or f"no finite {metric} reported"
+            trials.append({"params": result.config, "error": str(error)})
             continue
         best = history.loc[history[metric].idxmax()]
         trials.append(

@@ -320,7 +320,7 @@ def optimize_ranking(
     path = config_file("ranking", config)
     job = load_job_config(path) if path else RankingJobConfig()
     scoring = load_eval_config(path) if path else RankingEvalConfig()
-    settings = RankingTuneSettings(trials=trials, seed=seed, max_steps=max_steps, split=job.split)
+    settings = RankingTuneSettings(trials=trials, seed=seed, max_steps=max_steps, job=job)
     target = out or home.reports / "ranking_tune.json"
     report = tune_ranking(home, target, settings, scoring)
     return report | {"path": str(target), "job_config": str(target.with_suffix(".yaml"))}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from evaluation import ranking_tune
 from evaluation.ranking import RankingEvalConfig
 from evaluation.ranking_gbdt import GbdtConfig
 from evaluation.ranking_tune import (
@@ -22,10 +24,16 @@ from evaluation.ranking_tune import (
     tune_ranking,
 )
 from pinfeed.calibration import fit_effective_sample_rates
+from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from pinfeed.schema import ENGAGEMENTS
 from tests.support.homes import build_ranking_home
-from training.ranking.config import RankerOptions, SplitConfig, load_job_config
+from training.ranking.config import (
+    RankerOptions,
+    RankingJobConfig,
+    SplitConfig,
+    load_job_config,
+)
 
 pytestmark = pytest.mark.slow  # a tiny world, 3 trials, 2 refits and LightGBM: ~1 min
 
@@ -36,9 +44,10 @@ SETTINGS = RankingTuneSettings(
     grace_steps=20,
     every=10,
     patience=3,
-    batch_size=256,
     refit_seeds=1,
-    split=SplitConfig(validation_days=1, test_days=2),
+    job=RankingJobConfig(
+        batch_size=256, weight_decay=1e-5, split=SplitConfig(validation_days=1, test_days=2)
+    ),
 )
 EVAL = RankingEvalConfig(gbdt=GbdtConfig(n_estimators=60, early_stopping_rounds=10))
 
@@ -69,8 +78,29 @@ def test_fit_keeps_its_best_weights_and_calibrates_for_its_own_rate(rows: TuneRo
     assert np.all(fit.calibration_rates < full) and np.all(fit.calibration_rates > fit.sample_rate)
 
 
+def test_fit_restores_the_best_check_and_stops_after_patience(
+    rows: TuneRows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scripted validation scores (best at the second check, then three worse ones): the fit
+    stops at the fifth check and hands back the weights it had at the second."""
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.05, 0.9])
+    states: list[dict[str, torch.Tensor]] = []
+
+    def scripted(model: torch.nn.Module, _: object) -> float:
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(ranking_tune, "mean_pr_auc", scripted)
+    trial = RankerTrial(model=RankerOptions(hidden_dims=(16,), head_dim=0), learning_rate=1e-2)
+    fit = fit_ranker(rows, trial, SETTINGS, seed=1)
+    assert [step for step, _ in fit.checks] == [10, 20, 30, 40, 50] and fit.best_step == 20
+    restored = fit.model.state_dict()
+    assert all(torch.equal(restored[k], v) for k, v in states[1].items())
+    assert not all(torch.equal(restored[k], v) for k, v in states[-1].items())
+
+
 def test_search_reports_every_trial_and_writes_the_best_as_a_job_config(
-    ray_local: None, home: ProjectHome
+    ray_local: None, home: ProjectHome, rows: TuneRows
 ) -> None:
     out = home.reports / "ranking_tune.json"
     report = tune_ranking(home, out, SETTINGS, EVAL)
@@ -102,7 +132,19 @@ def test_search_reports_every_trial_and_writes_the_best_as_a_job_config(
     tuned = trial_config(report["best"]["params"])
     job = load_job_config(out.with_suffix(".yaml"))
     assert job.model == tuned.model and job.learning_rate == tuned.learning_rate
-    assert job.split == SETTINGS.split and job.epochs >= 1
+    # the rest of the starting job config survives: split, batch size, weight decay
+    assert job.model_dump(exclude={"model", "learning_rate", "epochs"}) == SETTINGS.job.model_copy(
+        update={"seed": SETTINGS.seed}
+    ).model_dump(exclude={"model", "learning_rate", "epochs"})
+    # epochs: the best step over a rate-w*r set's batches, to the nearest epoch
+    per_epoch = int(np.ceil(rows.train.expected_rows(tuned.keep_rate) / 256))
+    assert job.epochs == max(1, round(report["best"]["best_step"] / per_epoch))
     rate = report["sample_rate"] * tuned.keep_rate
     assert f"--negative-sample-rate {rate:.4g}" in out.with_suffix(".yaml").read_text()
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_a_split_longer_than_the_event_set_is_refused_by_name(home: ProjectHome) -> None:
+    job = RankingJobConfig(split=SplitConfig(validation_days=4, test_days=3))  # the world: 7 days
+    with pytest.raises(ConfigError, match=r"training\.split: 7 validation and test days leave"):
+        load_rows(home, SETTINGS.model_copy(update={"job": job}), EVAL)
