@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluation.report import (
-    ranking_section,
-    ranking_tune_section,
-    retrieval_section,
-    retrieval_tune_section,
-    skewed_retrieval_section,
-)
+from evaluation.report import ranking_section, retrieval_section, skewed_retrieval_section
+from evaluation.tune_sections import ranking_tune_section, retrieval_tune_section
 
 STATS = {"mean": 0.5, "std": 0.01}
 METRICS = ("recall@50", "recall@100", "recall@500", "long_click_recall@100")
