@@ -10,8 +10,9 @@ Scenarios (`--scenarios`, each its own run; the fault at `--fault-at` s, lasting
   snapshot; the fault window (reported) runs from the shutdown until the server answers again,
   so it includes the save and the load.
 - recommender-killed / ranker-killed: SIGKILL of one replica process of that deployment (Serve
-  starts a new one); `--replicas 2` runs two of each, so the other one carries the load. A
-  kill (and a reload) is over once injected: its recovery counts from the injection.
+  starts a new one); `--replicas 2` runs two of each, so the other one carries the load
+  (`--ranker-replicas 1` beside it: the shipped config's shape). A kill (and a reload) is
+  over once injected: its recovery counts from the injection.
 - reload: `/admin/reload` to new utility weights mid-run; no answer may fail, and every answer
   names the old or the new version, never another.
 
@@ -33,6 +34,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +65,8 @@ class FaultResult:
     fault_window_s: float
     recovery_s: float | None
     versions: int
+    failed_statuses: dict[str, int]
+    """Failed requests by HTTP status ("0": no answer: connection error or client timeout)."""
 
 
 def load_redis(home: ProjectHome, url: str) -> None:
@@ -182,20 +186,22 @@ def run_scenario(
         fault_window_s=cleared_at - fault_at,
         recovery_s=recovery_s(outcomes, cleared_at),
         versions=len({o.model_version for o in outcomes if o.status == 200}),
+        failed_statuses=dict(Counter(str(o.status) for o in outcomes if o.status != 200)),
     )
 
 
 def table(results: list[FaultResult]) -> str:
     lines = [
-        "| scenario | req/s | requests | failed | failed % | degraded | p99 before ms "
+        "| scenario | req/s | requests | failed | failed % | by status | degraded | p99 before ms "
         "| p99 from fault ms | slowest ms | fault window s | recovery s | versions |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         recovery = "not within the run" if r.recovery_s is None else f"{r.recovery_s:.1f}"
+        statuses = " ".join(f"{code}: {n}" for code, n in sorted(r.failed_statuses.items()))
         lines.append(
             f"| {r.scenario} | {r.rate:.1f} | {r.requests} | {r.failed} | {100 * r.failed_share:.2f} "
-            f"| {r.degraded} | {r.p99_before_ms:.1f} | {r.p99_after_fault_ms:.1f} "
+            f"| {statuses or '-'} | {r.degraded} | {r.p99_before_ms:.1f} | {r.p99_after_fault_ms:.1f} "
             f"| {r.slowest_ms:.1f} | {r.fault_window_s:.1f} | {recovery} | {r.versions} |"
         )
     return "\n".join(lines)
@@ -214,6 +220,9 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="which, in order")
     parser.add_argument(
         "--replicas", type=int, default=1, help="replicas of Recommender and of Ranker"
+    )
+    parser.add_argument(
+        "--ranker-replicas", type=int, default=None, help="Ranker replicas, if not --replicas"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -237,7 +246,7 @@ def main() -> None:
             redis_url=redis.endpoint.url,
             state_dir=workdir / "state",
         )
-        url = start_serve(config, PORT, model_replicas=args.replicas)
+        url = start_serve(config, PORT, args.replicas, args.ranker_replicas)
         for scenario in args.scenarios.split(","):
             results.append(run_scenario(scenario, url, redis, users, args))
             print(table(results[-1:]), flush=True)

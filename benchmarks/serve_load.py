@@ -150,9 +150,12 @@ def floor(home: Path, users: list[int], k: int, seconds: float) -> LevelResult:
     )
 
 
-def start_serve(config: ServingConfig, port: int, model_replicas: int = 1) -> str:
+def start_serve(
+    config: ServingConfig, port: int, model_replicas: int = 1, ranker_replicas: int | None = None
+) -> str:
     """Start a local Ray (Serve's environment first) and deploy the app at 0 CPUs per replica
-    with `model_replicas` Recommender and Ranker replicas; the healthy base URL."""
+    with `model_replicas` Recommender and Ranker replicas (`ranker_replicas` Rankers where
+    given); the healthy base URL."""
     import ray
 
     from serving.client import wait_healthy
@@ -163,10 +166,11 @@ def start_serve(config: ServingConfig, port: int, model_replicas: int = 1) -> st
     print("Serve environment:", serve_environment())
     ray.init(include_dashboard=False, log_to_driver=False)
     light = ActorOptions(num_cpus=0)
+    replicas = {"Recommender": model_replicas, "Ranker": ranker_replicas or model_replicas}
     settings = tuple(
         DeploymentSettings(
             name=name,
-            num_replicas=model_replicas if name in ("Recommender", "Ranker") else 1,
+            num_replicas=replicas.get(name, 1),
             max_ongoing_requests=ongoing,
             ray_actor_options=light,
         )

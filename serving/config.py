@@ -35,11 +35,26 @@ LOOPBACK = "127.0.0.1"
 
 
 class RankerBatching(FrozenModel):
-    """`@serve.batch` of the ranker: requests (each ~`candidates` rows) merged per ORT call."""
+    """`@serve.batch` of the ranker: requests (each ~`candidates` rows) merged per ORT call;
+    and when the Recommender stops waiting for the Ranker deployment and ranks in-process."""
 
     max_batch_size: int = Field(8, ge=1, le=256, description="requests per ORT call")
     batch_wait_timeout_s: float = Field(0.002, ge=0, le=1, description="wait to fill a batch")
     intra_op_threads: int = Field(1, ge=0, description="ORT threads per replica (0: ORT default)")
+    local_after_s: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="rank in the Recommender, with the same run's model, when the Ranker "
+        "deployment has not answered within this long or its replica was lost",
+    )
+    local_for_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="after that, keep ranking in the Recommender this long before one request "
+        "tries the Ranker again",
+    )
 
 
 class ServingConfig(FrozenModel):

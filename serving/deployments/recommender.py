@@ -1,5 +1,6 @@
 """The Recommender deployment: Features, QuerySelector, Retriever and Scorer in one process,
-the Ranker behind a DeploymentHandle.
+the Ranker behind a DeploymentHandle (and, for when the Ranker is lost or stalls, a session
+of the same run in-process: `Recommender._rank`).
 
 Why these share a deployment: each is a few hundred microseconds to a few milliseconds of
 numpy/ORT/faiss, they share the pin cache (tens of MB at 100k pins, which every separate
@@ -31,21 +32,26 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 from feast import FeatureStore
 from ray import serve
+from ray.exceptions import RayError
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 
+from pinfeed.artifacts.ranker import RankerInputs
 from pinfeed.artifacts.runs import load_run
 from pinfeed.errors import ConfigError, PinfeedError
 from pinfeed.traffic.served import open_served_log
 from serving.config import ActiveModels, ServingConfig, parse_user_config
+from serving.deployments.handles import Detour, lost_replica
 from serving.stages.active import ActivePipeline, pipeline_builder
 from serving.stages.contract import check_against_services
 from serving.stages.feature_log import FeatureLogger
 from serving.stages.metrics import RequestMetrics
 from serving.stages.online import STORE_ERRORS, connect
 from serving.stages.pipeline import Pipeline, Recommendation, RecommendQuery
-from serving.stages.ranker import RankerModel
+from serving.stages.ranker import RankerModel, RankerPool
 from serving.stages.retriever import Retriever
 from serving.stages.served import ServedRecorder, served_items
 from serving.stages.store_health import KnownUsers, StoreHealth, check_store
@@ -59,6 +65,8 @@ class Recommender:
     def __init__(self, config: ServingConfig, ranker: DeploymentHandle) -> None:
         self.config = config
         self.ranker = ranker
+        self.local_ranker = RankerPool(config.project.artifacts, config.ranker.intra_op_threads)
+        self.detour = Detour(config.ranker.local_for_s)
         self.active = ActivePipeline(pipeline_builder(config, self._connect))
         log = open_served_log(
             config.state, config.store_url, self._connect().project, config.attribution_ttl_s
@@ -93,7 +101,7 @@ class Recommender:
         # keeps taking requests, batching ranker calls and answering /healthz meanwhile
         prepared = await asyncio.to_thread(pipeline.prepare, query)
         prepared_at = time.perf_counter()
-        logits = await self.ranker.rank.remote(prepared.inputs)
+        logits = await self._rank(prepared.inputs)
         ranked_at = time.perf_counter()
         result = pipeline.finish(prepared, logits)
         if self.store_health.empty and not result.degraded:
@@ -109,6 +117,43 @@ class Recommender:
         if self.feature_log is not None:
             self.feature_log.offer(prepared, result)
         return result
+
+    async def _rank(self, inputs: RankerInputs) -> np.ndarray:
+        """Logits [M, H] from the Ranker deployment; from this replica's own session of the
+        same run where the Ranker replica was lost or has not answered within
+        `ranker.local_after_s` (a replica being replaced: requests wait for the new one), and
+        for `ranker.local_for_s` after that (`Detour`), so a lost Ranker costs latency, never
+        an answer. The scores are the same either way."""
+        if self.detour.take():
+            logits = await self._rank_remote(inputs)
+            if logits is not None:
+                return logits
+        self.metrics.record_local_rank(self.detour.reason or "lost")
+        local = await asyncio.to_thread(self.local_ranker.logits, [inputs])
+        return local[0]
+
+    async def _rank_remote(self, inputs: RankerInputs) -> np.ndarray | None:
+        """The Ranker deployment's logits, or None where it was lost or slow (the detour
+        records which)."""
+        response = self.ranker.rank.remote(inputs)
+        try:
+            logits = await asyncio.wait_for(response, self.config.ranker.local_after_s)
+        except TimeoutError:
+            response.cancel()
+            self.detour.failed("slow")
+        except (RayError, RayServeException) as error:
+            if not lost_replica(error):
+                self.detour.through()  # it answered, with an error of its own
+                raise
+            self.detour.failed("lost")
+        except BaseException:  # cancelled: this request's deadline passed
+            self.detour.abandoned()
+            raise
+        else:
+            self.detour.through()
+            return logits
+        logger.warning("the Ranker is %s; ranking in the Recommender", self.detour.reason)
+        return None
 
     async def check_run(self, run_id: str) -> dict[str, str]:
         """Load run `run_id` (`latest`: the newest complete run), check it against the feature
@@ -129,7 +174,8 @@ class Recommender:
         switch failed on this replica, "served_recorded" / "served_dropped": items of this
         replica's answers written to / dropped from the served log, "pin_cache_refreshes":
         how often it reloaded its pin cache after the pin views' load state changed,
-        "answers_<kind>": its answers by kind (`serving.stages.metrics`)}."""
+        "answers_<kind>": its answers by kind (`serving.stages.metrics`), and
+        "answers_ranked_locally_<lost|slow>": those it ranked itself (`_rank`)}."""
         if self.active.pipeline is not None:  # /healthz alone keeps the store check current
             self._refresh_cache_soon(self.active.pipeline)
         models = self.active.models

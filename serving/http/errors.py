@@ -13,30 +13,22 @@ cannot be rendered as JSON, which turned a 422 into a 500.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from ray.exceptions import (
-    GetTimeoutError,
-    ObjectLostError,
-    RayActorError,
-    RayError,
-    RayTaskError,
-)
-from ray.serve.exceptions import (
-    BackPressureError,
-    DeploymentUnavailableError,
-    RayServeException,
-    ReplicaUnavailableError,
-)
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayError, RayTaskError
+from ray.serve.exceptions import BackPressureError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pinfeed.errors import DataNotFoundError, PinfeedError, UnavailableError
+from serving.deployments.handles import LOST_REPLICA, lost_replica, root_cause
 
 logger = logging.getLogger("ray.serve")
 RETRY_AFTER_S = 1
@@ -134,16 +126,11 @@ def install_error_handlers(api: FastAPI) -> None:
         )
 
 
-TRANSIENT = (
-    BackPressureError,
-    RayActorError,
-    DeploymentUnavailableError,
-    ReplicaUnavailableError,
-    GetTimeoutError,
-    ObjectLostError,
-)
+TRANSIENT = (BackPressureError, *LOST_REPLICA, GetTimeoutError, ObjectLostError)
 """Errors a retry can cure: a replica lost, starting or at capacity. They may arrive wrapped in
 a RayTaskError (a replica's own handle call failed), which is still an instance of each."""
+RESEND_DELAYS_S = (0.05, 0.5)
+"""`call_idempotent`'s waits before its second and third attempts."""
 
 
 async def call(response: Any, field: tuple[str, ...]) -> Any:
@@ -155,12 +142,29 @@ async def call(response: Any, field: tuple[str, ...]) -> Any:
         raise http_error(error, field) from error
 
 
+async def call_idempotent(
+    send: Callable[[], Awaitable[Any]],
+    field: tuple[str, ...],
+    delays_s: tuple[float, ...] = RESEND_DELAYS_S,
+) -> Any:
+    """`call` for a request that is safe to send twice: where a replica on the way was lost
+    (`serving.deployments.handles`), `send()` again after each delay of `delays_s`, so a
+    SIGKILLed replica costs its in-flight requests a little time instead of an error. Anything
+    else (and a replica lost on every attempt) is answered as `call` answers it."""
+    for delay in delays_s:
+        try:
+            return await send()
+        except (PinfeedError, RayError, RayServeException) as error:
+            if not lost_replica(error):
+                raise http_error(error, field) from error
+            logger.warning("a serving replica was lost; sending again: %s", root_cause(error))
+        await asyncio.sleep(delay)
+    return await call(send(), field)
+
+
 def http_error(error: BaseException, field: tuple[str, ...]) -> HttpError:
-    """The answer to a failed handle call. A replica's failure arrives as a RayTaskError whose
-    `cause` is what the replica raised (itself perhaps a failed call of its own handle)."""
-    cause = error
-    while isinstance(cause, RayTaskError) and cause.cause is not None and cause.cause is not cause:
-        cause = cause.cause
+    """The answer to a failed handle call (`root_cause` says what the replica raised)."""
+    cause = root_cause(error)
     if isinstance(cause, PinfeedError):
         return project_error(cause, field)
     if isinstance(cause, BackPressureError):

@@ -46,7 +46,7 @@ from serving.http.api import (
     ReloadResponse,
     Source,
 )
-from serving.http.errors import HttpError, call, install_error_handlers
+from serving.http.errors import HttpError, call, call_idempotent, install_error_handlers
 from serving.stages.pipeline import Recommendation, RecommendQuery
 from serving.stages.selector import NO_CLUSTER
 
@@ -138,7 +138,11 @@ def ingress_deployment() -> Deployment:
             query = RecommendQuery(
                 request_id, body.user_id, body.k, body.context_pin_id, body.exclude_seen
             )
-            result = await call(self.recommender.recommend.remote(query), ("service",))
+            # the same request id gives the same answer, so a lost replica's request is sent
+            # again (the served log keeps one row per request and pin)
+            result = await call_idempotent(
+                lambda: self.recommender.recommend.remote(query), ("service",)
+            )
             return to_response(result)
 
         @api.post("/feedback", status_code=202, response_model=FeedbackAccepted)

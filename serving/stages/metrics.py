@@ -8,6 +8,9 @@ tagged with the deployment and replica), plus this replica's own totals for `sta
 - `pinfeed_cold_known_users_total`: cold-start answers for users the offline store knows (an
   online store that lost them; `serving.stages.store_health`).
 - `pinfeed_feature_age_seconds{view}`: age of the newest online value of each serving view.
+- `pinfeed_ranked_locally_total{reason}`: requests the Recommender ranked itself because the
+  Ranker deployment was lost (its replica died) or slow (no answer within
+  `ranker.local_after_s`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class RequestMetrics:
             description="Age of the newest online value of each serving feature view.",
             tag_keys=("view",),
         )
+        self.ranked_locally = Counter(
+            "pinfeed_ranked_locally_total",
+            description="Requests ranked in the Recommender: the Ranker was lost or slow.",
+            tag_keys=("reason",),
+        )
         self.totals: Tally[str] = Tally()
 
     def record(
@@ -65,3 +73,7 @@ class RequestMetrics:
     def record_ages(self, ages_s: dict[str, float]) -> None:
         for view, age in ages_s.items():
             self.feature_age.set(age, tags={"view": view})
+
+    def record_local_rank(self, reason: str) -> None:
+        self.ranked_locally.inc(tags={"reason": reason})
+        self.totals[f"ranked_locally_{reason}"] += 1

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import ray
 from fastapi import FastAPI
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from pinfeed.errors import ConfigError, DataNotFoundError, UnavailableError
 from serving.http.api import INT64_MAX
-from serving.http.errors import HttpError, call, install_error_handlers
+from serving.http.errors import HttpError, call, call_idempotent, install_error_handlers
 from serving.http.ingress import request_id_of
 
 
@@ -74,6 +75,46 @@ def test_a_lost_replica_is_503_also_behind_another_replica(ray_local: None) -> N
     assert lost.status == 503 and lost.headers == {"Retry-After": "1"}, lost.message
     behind = failed_on(calls_a_lost_replica.remote(replica))
     assert behind.status == 503 and behind.headers == {"Retry-After": "1"}, behind.message
+
+
+def resent(responses: list[Any]) -> tuple[Any, int]:
+    """`call_idempotent` over `responses`, one per attempt (no waits): its outcome (the value,
+    or the HttpError) and how many it sent."""
+    sent = 0
+
+    def send() -> Any:
+        nonlocal sent
+        sent += 1
+        return responses[sent - 1]
+
+    async def run() -> Any:
+        return await call_idempotent(send, ("service",), delays_s=(0.0, 0.0))
+
+    try:
+        return asyncio.run(run()), sent
+    except HttpError as error:
+        return error, sent
+
+
+def test_a_request_safe_to_resend_is_sent_again_only_when_a_replica_was_lost(
+    ray_local: None,
+) -> None:
+    """A lost replica, directly or behind another: sent again, and the next replica's answer is
+    the answer. A bug or an overload is answered at once (a bug would fail again; an overloaded
+    service needs the client to back off); a replica lost on every attempt is a 503."""
+    gone = Replica.remote()
+    with pytest.raises(RayActorError):
+        ray.get(gone.die.remote())
+    lost = [gone.ping.remote(), calls_a_lost_replica.remote(gone)]
+    healthy = Replica.remote()
+    answer, sent = resent([*lost, healthy.ping.remote()])
+    assert (answer, sent) == ("ok", 3)
+    bug, sent = resent([raising.remote("bug"), healthy.ping.remote()])
+    assert isinstance(bug, HttpError) and bug.status == 500 and sent == 1
+    busy, sent = resent([raising.remote("overloaded"), healthy.ping.remote()])
+    assert isinstance(busy, HttpError) and busy.status == 503 and sent == 1
+    never, sent = resent([calls_a_lost_replica.remote(gone) for _ in range(3)])
+    assert isinstance(never, HttpError) and never.status == 503 and sent == 3
 
 
 def failed_on(response: Any) -> HttpError:

@@ -46,7 +46,7 @@ from pinfeed.schema import ENGAGEMENTS, UNKNOWN_TOPIC
 from pinfeed.utility import HeadWeights, UtilityWeights
 from serving.client import get_json
 from serving.config import ActiveModels, ServingConfig
-from serving.deploy import active_models, shutdown
+from serving.deploy import active_models, replica_pids, shutdown
 from serving.stages.active import run_weights
 from serving.stages.feedback import FEEDBACK_LOG
 from serving.stages.online import read_rows
@@ -548,6 +548,33 @@ def test_feedback_survives_sigkill_of_its_replica(base_url: str, home: ProjectHo
     recorded = {record.event_id for record in sink.recorded.remote().result()}
     assert set(ids) <= recorded
     assert recommend(base_url, user_id=user, k=5)["items"]
+
+
+def test_a_killed_ranker_costs_no_answer_and_changes_no_score(
+    base_url: str, home: ProjectHome
+) -> None:
+    """SIGKILL of the only Ranker replica: until Serve replaces it, the Recommender ranks with
+    its own session of the same run, so every request meanwhile answers 200, with the items
+    and probabilities it had before, and the fallback is counted."""
+    from ray import serve
+
+    user = users_with_clusters(home)[3]
+    before = recommend(base_url, request_id=6161, user_id=user, k=10)
+    recommender = serve.get_deployment_handle("Recommender", app_name="pinfeed")
+    [pid] = replica_pids("Ranker")
+    os.kill(pid, signal.SIGKILL)
+    during = [recommend(base_url, request_id=6161, user_id=user, k=10) for _ in range(4)]
+    status = recommender.status.remote().result(timeout_s=30)
+    local = {k: v for k, v in status.items() if k.startswith("answers_ranked_locally_")}
+    assert sum(local.values()) >= 1, status
+    for answer in during:
+        assert [i["pin_id"] for i in answer["items"]] == [i["pin_id"] for i in before["items"]]
+        for got, want in zip(answer["items"], before["items"], strict=True):
+            assert got["probs"] == pytest.approx(want["probs"], rel=1e-5, abs=1e-7)
+    deadline = time.monotonic() + 180  # the later tests want their Ranker back
+    while replica_pids("Ranker") in ([], [pid]):
+        assert time.monotonic() < deadline, "Serve did not replace the Ranker replica"
+        time.sleep(0.5)
 
 
 def test_feedback_the_log_cannot_take_is_503_and_not_recorded(

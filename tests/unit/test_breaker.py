@@ -87,3 +87,29 @@ def test_other_errors_pass_through_without_opening_it() -> None:
     with pytest.raises(KeyError):
         breaker.call(broken, FAILURES)
     assert not breaker.is_open and breaker.opened == 0
+
+
+def test_detour_skips_a_failed_deployment_then_probes_it_one_call_at_a_time() -> None:
+    """The Recommender's way round a lost Ranker (`serving.deployments.handles.Detour`)."""
+    from serving.deployments.handles import Detour
+
+    clock = Clock()
+    detour = Detour(skip_s=2.0, clock=clock)
+    assert detour.take() and detour.reason is None
+    detour.through()
+    assert detour.take()
+    detour.failed("lost")
+    assert not detour.take() and detour.reason == "lost"  # detours at once, no second wait
+    clock.now += 1.9
+    assert not detour.take()
+    clock.now += 0.2
+    assert detour.take()  # the probe
+    assert not detour.take()  # the others keep detouring while it runs
+    detour.failed("slow")
+    assert not detour.take() and detour.reason == "slow"
+    clock.now += 2.1
+    assert detour.take()
+    detour.abandoned()  # that request's deadline passed: another call may probe
+    assert detour.take()
+    detour.through()
+    assert detour.take() and detour.take() and detour.reason is None
