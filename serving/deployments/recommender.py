@@ -27,6 +27,7 @@ answer is flagged degraded and `status` (so `/healthz`) says why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 from feast import FeatureStore
 from ray import serve
-from ray.exceptions import RayError
+from ray.exceptions import RayError, TaskCancelledError
 from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 
@@ -44,8 +45,9 @@ from pinfeed.artifacts.runs import load_run
 from pinfeed.errors import ConfigError, PinfeedError
 from pinfeed.traffic.served import open_served_log
 from serving.config import ActiveModels, ServingConfig, parse_user_config
-from serving.deployments.handles import Detour, lost_replica
+from serving.deployments.handles import lost_replica
 from serving.stages.active import ActivePipeline, pipeline_builder
+from serving.stages.breaker import Detour
 from serving.stages.contract import check_against_services
 from serving.stages.feature_log import FeatureLogger
 from serving.stages.metrics import RequestMetrics
@@ -91,6 +93,17 @@ class Recommender:
         models = parse_user_config(ActiveModels, user_config)
         await asyncio.to_thread(self.active.apply, models)
         await asyncio.to_thread(self._check_store)
+        await asyncio.to_thread(self._hold_local_ranker, models.run_id)
+
+    def _hold_local_ranker(self, run_id: str) -> None:
+        """Load the run's ranker for `_rank`'s detour now, not on the first request that needs
+        it (when the Ranker is lost, every such request would load its own copy)."""
+        if self.active.models is None or self.active.models.run_id != run_id:
+            return  # the switch failed; the run serving now is held already
+        try:
+            self.local_ranker.activate(run_id)
+        except PinfeedError as error:
+            logger.warning("no in-process ranker for the detour: %s", error)
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
         """Features -> QuerySelector -> Retriever -> Ranker (handle) -> Scorer."""
@@ -134,24 +147,27 @@ class Recommender:
 
     async def _rank_remote(self, inputs: RankerInputs) -> np.ndarray | None:
         """The Ranker deployment's logits, or None where it was lost or slow (the detour
-        records which)."""
-        response = self.ranker.rank.remote(inputs)
+        records which). A cancelled call (this request's deadline passed) tells nothing."""
         try:
-            logits = await asyncio.wait_for(response, self.config.ranker.local_after_s)
-        except TimeoutError:
-            response.cancel()
-            self.detour.failed("slow")
-        except (RayError, RayServeException) as error:
-            if not lost_replica(error):
-                self.detour.through()  # it answered, with an error of its own
+            response = self.ranker.rank.remote(inputs)
+            try:
+                logits = await asyncio.wait_for(response, self.config.ranker.local_after_s)
+            except TimeoutError:
+                self.detour.failed("slow")
+                with contextlib.suppress(Exception):  # best effort; it may have just failed
+                    response.cancel()
+            except TaskCancelledError:
                 raise
-            self.detour.failed("lost")
-        except BaseException:  # cancelled: this request's deadline passed
-            self.detour.abandoned()
-            raise
-        else:
-            self.detour.through()
-            return logits
+            except (RayError, RayServeException) as error:
+                if not lost_replica(error):
+                    self.detour.through()  # it answered, with an error of its own
+                    raise
+                self.detour.failed("lost")
+            else:
+                self.detour.through()
+                return logits
+        finally:
+            self.detour.released()
         logger.warning("the Ranker is %s; ranking in the Recommender", self.detour.reason)
         return None
 

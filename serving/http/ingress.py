@@ -138,8 +138,8 @@ def ingress_deployment() -> Deployment:
             query = RecommendQuery(
                 request_id, body.user_id, body.k, body.context_pin_id, body.exclude_seen
             )
-            # the same request id gives the same answer, so a lost replica's request is sent
-            # again (the served log keeps one row per request and pin)
+            # a resend draws the same queries (the request id seeds them), so a lost replica's
+            # request is sent again; the served log keeps the first rows per request and pin
             result = await call_idempotent(
                 lambda: self.recommender.recommend.remote(query), ("service",)
             )

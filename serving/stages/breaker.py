@@ -1,5 +1,8 @@
-"""A circuit breaker in front of the online store, so a dead or hung store costs one timed-out
-read per `open_s`, not one per request.
+"""Circuit breakers: `StoreBreaker` in front of the online store, so a dead or hung store costs
+one timed-out read per `open_s`, not one per request; `Detour`, the same idea for a deployment
+a caller can do without (the Recommender ranks in-process while the Ranker is lost).
+
+StoreBreaker:
 
 Closed: reads go through. A failed read opens it for `open_s`: every read in that time fails at
 once (the Features stage then answers degraded from the pin cache). The first read after
@@ -61,3 +64,47 @@ class StoreBreaker:
                 self._tripped = False
                 self._open_until = float("-inf")
         return result
+
+
+class Detour:
+    """When to skip a deployment a call failed to reach and take one's own way round: for
+    `skip_s` after a failure every call detours at once instead of waiting out the same
+    failure; after that one call at a time probes the deployment (the others keep detouring)
+    until one gets through.
+
+    Protocol: `take()`; if True, call the deployment, report `through()` or `failed(reason)`
+    when it told something, and `released()` in a `finally` whatever happened (a cancelled
+    call tells nothing, and must not leave the probe taken for ever).
+
+    Event-loop state, no lock: a replica's handle calls all start and end on its event loop.
+    """
+
+    def __init__(self, skip_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.skip_s = skip_s
+        self.clock = clock
+        self.reason: str | None = None
+        """Why the last call that told anything failed ("lost", "slow"); None: it got through."""
+        self._until = float("-inf")
+        self._probing = False
+
+    def take(self) -> bool:
+        """True: call the deployment; False: detour now."""
+        if self.reason is None:
+            return True
+        if self._probing or self.clock() < self._until:
+            return False
+        self._probing = True
+        return True
+
+    def through(self) -> None:
+        """The deployment answered (with a result or an error of its own): stop detouring."""
+        self.reason = None
+
+    def failed(self, reason: str) -> None:
+        """It was lost or did not answer in time: detour for `skip_s`."""
+        self.reason = reason
+        self._until = self.clock() + self.skip_s
+
+    def released(self) -> None:
+        """The call `take` allowed is over: another call may probe."""
+        self._probing = False

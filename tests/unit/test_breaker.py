@@ -1,10 +1,11 @@
-"""The online store's circuit breaker, on a clock the test moves."""
+"""The circuit breakers (the online store's, the Recommender's detour round a lost Ranker), on a
+clock the test moves."""
 
 from __future__ import annotations
 
 import pytest
 
-from serving.stages.breaker import BreakerOpen, StoreBreaker
+from serving.stages.breaker import BreakerOpen, Detour, StoreBreaker
 
 FAILURES = (ConnectionError,)
 
@@ -90,15 +91,14 @@ def test_other_errors_pass_through_without_opening_it() -> None:
 
 
 def test_detour_skips_a_failed_deployment_then_probes_it_one_call_at_a_time() -> None:
-    """The Recommender's way round a lost Ranker (`serving.deployments.handles.Detour`)."""
-    from serving.deployments.handles import Detour
-
     clock = Clock()
     detour = Detour(skip_s=2.0, clock=clock)
     assert detour.take() and detour.reason is None
     detour.through()
+    detour.released()
     assert detour.take()
     detour.failed("lost")
+    detour.released()
     assert not detour.take() and detour.reason == "lost"  # detours at once, no second wait
     clock.now += 1.9
     assert not detour.take()
@@ -106,10 +106,12 @@ def test_detour_skips_a_failed_deployment_then_probes_it_one_call_at_a_time() ->
     assert detour.take()  # the probe
     assert not detour.take()  # the others keep detouring while it runs
     detour.failed("slow")
+    detour.released()
     assert not detour.take() and detour.reason == "slow"
     clock.now += 2.1
     assert detour.take()
-    detour.abandoned()  # that request's deadline passed: another call may probe
+    detour.released()  # that call was cancelled and told nothing: another call may probe
     assert detour.take()
     detour.through()
+    detour.released()
     assert detour.take() and detour.take() and detour.reason is None
