@@ -136,7 +136,7 @@ class Recommender:
         same run where the Ranker replica was lost or has not answered within
         `ranker.local_after_s` (a replica being replaced: requests wait for the new one), and
         for `ranker.local_for_s` after that (`Detour`), so a lost Ranker costs latency, never
-        an answer. The scores are the same either way."""
+        an answer. The model is the same either way."""
         if self.detour.take():
             logits = await self._rank_remote(inputs)
             if logits is not None:
