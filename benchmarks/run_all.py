@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_retrieval_train": ["--epochs", "3"],
     "bench_retrieval_mask": ["--repeats", "50"],
     "bench_retrieval_infer": ["--threads", "1"],
+    "bench_ann": ["--pins", "1000000"],
     "bench_ranking_train": ["--epochs", "3"],
     "bench_ranking_infer": ["--calls", "400"],
     "bench_gpu_train": ["--steps", "200"],

@@ -5,8 +5,16 @@ exact one, and must know which is which. Scores are inner products of the (unit)
 embeddings, i.e. cosine similarities.
 
 - `ExactPinIndex`: `IndexFlatIP`, brute force; the truth, fine up to ~50k pins.
-- `HnswPinIndex`: `IndexHNSWFlat` with inner product; sublinear, approximate.
-`build_pin_index` picks one by corpus size (`IndexConfig.exact_max_pins`).
+- `HnswPinIndex`: `IndexHNSWFlat` with inner product; sublinear, approximate, but a float
+  vector plus a graph per pin (~512 bytes at E=64) and a build that grows past minutes at 1M.
+- `IvfPinIndex`: an inverted file over an HNSW coarse quantiser with compressed codes, faiss's
+  guideline for 1M+ vectors (`IVF{lists}_HNSW32,SQ8`, E+8 bytes per pin; or `PQ{E/2}x4fsr`
+  codes, E/4+8 bytes, when memory rules and lower recall is acceptable). Trains k-means on a
+  sample (`ivf_train_points_per_list` per list), so it builds in seconds where HNSW takes minutes.
+  How many lists a query scans (nprobe) is tuned at build time on the corpus itself: the
+  fewest whose recall@100 against the exact top-100 reaches `ivf_target_recall` (faiss's
+  AutoTune idea, on one knob), because the right value depends on how the pins cluster.
+`build_pin_index` picks one by corpus size (`IndexConfig.exact_max_pins`, `ivf_min_pins`).
 
 Exclusion (pins the user already engaged with) is done by over-fetching: one faiss search of
 k + max_b |exclude_b| neighbours for the whole batch, then each row drops its excluded pins and
@@ -24,19 +32,23 @@ Notation: B queries, N pins, E embedding width, k results per query.
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import faiss
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pinfeed.artifacts.layout import INDEX_FILE, INDEX_IDS_FILE, INDEX_META_FILE
 from pinfeed.config import FrozenModel
 from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 
 MISSING_PIN = -1
+TUNE_QUERIES = 256  # pins used as queries when tuning IVF's nprobe
+PLATEAU_GAIN = 0.005  # recall@100 gained by doubling nprobe below which tuning stops
 
 
 class IndexConfig(FrozenModel):
@@ -50,6 +62,35 @@ class IndexConfig(FrozenModel):
     hnsw_ef_search: int = Field(
         256, gt=0, description="HNSW query-time beam width; raised to k+exclusions when smaller."
     )
+    ivf_min_pins: int = Field(
+        1_000_000, gt=0, description="Corpora of at least this many pins use IVF (IvfPinIndex)."
+    )
+    ivf_lists: int = Field(
+        0, ge=0, description="IVF inverted lists; 0 = the power of two nearest 4*sqrt(pins)."
+    )
+    ivf_nprobe: int = Field(
+        0,
+        ge=0,
+        description="IVF lists scanned per query; 0 = the fewest reaching ivf_target_recall.",
+    )
+    ivf_target_recall: float = Field(
+        0.95, gt=0, le=1, description="recall@100 vs exact that an auto-tuned nprobe must reach."
+    )
+    ivf_codes: Literal["sq8", "pq"] = Field(
+        "sq8", description="IVF codes: sq8 (E bytes/pin) or pq (E/4 bytes/pin, lower recall)."
+    )
+    ivf_train_points_per_list: int = Field(
+        64, ge=39, description="k-means sample per list (faiss wants 39..256); caps build time."
+    )
+
+    @model_validator(mode="after")
+    def _ivf_above_exact(self) -> IndexConfig:
+        if self.ivf_min_pins <= self.exact_max_pins:
+            raise ValueError(
+                f"ivf_min_pins ({self.ivf_min_pins}) must exceed exact_max_pins "
+                f"({self.exact_max_pins})"
+            )
+        return self
 
 
 def _as_matrix(name: str, values: np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -206,9 +247,104 @@ class HnswPinIndex(PinIndex):
         return {"ef_search": self.ef_search}
 
 
+def ivf_lists(n_pins: int, config: IndexConfig) -> int:
+    """`config.ivf_lists`, or the power of two nearest 4*sqrt(N) (faiss's 4..16 sqrt(N) rule,
+    at its cheap end: k-means cost grows with the list count), at most N/39 lists."""
+    if config.ivf_lists:
+        return config.ivf_lists
+    target = 4 * math.sqrt(n_pins)
+    lists = 2 ** round(math.log2(max(target, 1.0)))
+    return max(1, min(lists, n_pins // 39))
+
+
+class IvfPinIndex(PinIndex):
+    """Inverted file over an HNSW coarse quantiser, SQ8 or 4-bit PQ codes: approximate, compact.
+
+    A query ranks the list centroids with the HNSW quantiser, scans `nprobe` lists and scores
+    their codes; scores are therefore approximate inner products (SQ8 error ~1e-3).
+    """
+
+    kind = "ivf_hnsw"
+    exact = False
+
+    def __init__(self, index: faiss.Index, pin_ids: np.ndarray, nprobe: int) -> None:
+        super().__init__(index, pin_ids)
+        self.nprobe = nprobe
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = nprobe
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        quantizer.hnsw.efSearch = max(2 * nprobe, 64)
+
+    @classmethod
+    def build(cls, pin_ids: np.ndarray, embeddings: np.ndarray, config: IndexConfig) -> IvfPinIndex:
+        ids, matrix = _checked_corpus(pin_ids, embeddings)
+        dim = matrix.shape[1]
+        if config.ivf_codes == "pq" and dim % 2:
+            raise ConfigError(f"ivf_codes: pq needs an even embedding width, got {dim}")
+        codes = "SQ8" if config.ivf_codes == "sq8" else f"PQ{dim // 2}x4fsr"
+        lists = ivf_lists(len(ids), config)
+        index = faiss.index_factory(dim, f"IVF{lists}_HNSW32,{codes}", faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(index).cp.max_points_per_centroid = config.ivf_train_points_per_list
+        index.train(matrix)
+        index.add(matrix)
+        nprobe = config.ivf_nprobe or tuned_nprobe(index, matrix, config.ivf_target_recall)
+        if not config.ivf_nprobe and nprobe * 4 > lists:
+            warnings.warn(
+                f"pin index: IVF needs {nprobe} of its {lists} lists per query for recall@100 "
+                f"{config.ivf_target_recall}; these embeddings barely cluster, so a query scans "
+                "much of the corpus (slower than exact search). Raise ivf_min_pins (HNSW) or "
+                "exact_max_pins instead.",
+                stacklevel=2,
+            )
+        return cls(index, ids, nprobe)
+
+    def _search_rows(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(queries, fetch)
+
+    def _settings(self) -> dict[str, int]:
+        return {"nprobe": self.nprobe, "lists": int(faiss.extract_index_ivf(self.index).nlist)}
+
+
+def tuned_nprobe(index: faiss.Index, corpus: np.ndarray, target_recall: float) -> int:
+    """The smallest power-of-two nprobe whose recall@100 against exact search reaches
+    `target_recall`, on `TUNE_QUERIES` pins of the corpus used as queries; short of it, the
+    nprobe where doubling gains under `PLATEAU_GAIN` (coarse codes such as PQ cap recall, and
+    scanning more lists only costs time), else all lists.
+
+    Pins stand in for queries because query and pin towers share one space; each query finds
+    itself in both top-100s, which lifts recall by at most 1/100.
+    """
+    rng = np.random.default_rng(0)
+    queries = corpus[rng.choice(len(corpus), min(TUNE_QUERIES, len(corpus)), replace=False)]
+    k = min(100, len(corpus))
+    exact = faiss.IndexFlatIP(corpus.shape[1])
+    exact.add(corpus)
+    _, truth = exact.search(queries, k)
+    ivf = faiss.extract_index_ivf(index)
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    nprobe, last_recall = 1, 0.0
+    while nprobe < ivf.nlist:
+        ivf.nprobe, quantizer.hnsw.efSearch = nprobe, max(2 * nprobe, 64)
+        _, found = index.search(queries, k)
+        hits = sum(len(np.intersect1d(a, e)) for a, e in zip(found, truth, strict=True))
+        recall = hits / truth.size
+        if recall >= target_recall:
+            return nprobe
+        if recall - last_recall < PLATEAU_GAIN:  # the codes, not the lists, bound recall now
+            return nprobe // 2
+        nprobe, last_recall = nprobe * 2, recall
+    return int(ivf.nlist)
+
+
 def build_pin_index(pin_ids: np.ndarray, embeddings: np.ndarray, config: IndexConfig) -> PinIndex:
-    """Exact up to `config.exact_max_pins` pins, HNSW past it."""
-    kind = ExactPinIndex if len(pin_ids) <= config.exact_max_pins else HnswPinIndex
+    """Exact up to `config.exact_max_pins` pins, IVF from `config.ivf_min_pins`, HNSW between."""
+    n_pins = len(pin_ids)
+    if n_pins <= config.exact_max_pins:
+        kind: type[PinIndex] = ExactPinIndex
+    elif n_pins < config.ivf_min_pins:
+        kind = HnswPinIndex
+    else:
+        kind = IvfPinIndex
     return kind.build(pin_ids, embeddings, config)
 
 
@@ -226,4 +362,8 @@ def load_pin_index(out_dir: Path) -> PinIndex:
         return ExactPinIndex(index, pin_ids)
     if meta["kind"] == HnswPinIndex.kind:
         return HnswPinIndex(index, pin_ids, int(meta["ef_search"]))
-    raise SchemaError(f"{meta_path}: kind {meta['kind']!r} is not one of flat_ip, hnsw_ip")
+    if meta["kind"] == IvfPinIndex.kind:
+        return IvfPinIndex(index, pin_ids, int(meta["nprobe"]))
+    raise SchemaError(
+        f"{meta_path}: kind {meta['kind']!r} is not one of flat_ip, hnsw_ip, ivf_hnsw"
+    )

@@ -143,3 +143,28 @@ def test_trained_ranker_learns_and_exports_with_parity(resumed_run: tuple) -> No
     session = inference_session(root / "export" / RANKER_FILE)
     for batch in (1, 64, 512):
         assert max_parity_gap(model, session, held_out.take(slice(0, batch))) <= 1e-4
+
+
+def test_a_streamed_shard_trains_on_the_same_rows(ray_local: None, tmp_path: Path) -> None:
+    """The path for shards too big to hold (Ray Data every epoch) covers the training period."""
+    path = tmp_path / "ranking.parquet"
+    arrays, _ = write_ranking_set(path, np.random.default_rng(1))
+    dataset = ranking_dataset(path, EMBEDDING_DIM, end=T0 + timedelta(minutes=TRAIN_ROWS))
+    train = RankingTrainConfig(model=CONFIG, batch_size=256, epochs=2)
+    loop = RankingLoopConfig(
+        kind="multi_task",
+        train=train,
+        importance=HeadWeights(closeup=1.0, save=2.0, click=2.0, long_click=4.0),
+        in_memory=False,
+    )
+    result = fit(
+        train_loop_per_worker,
+        {
+            "loop": loop.model_dump(mode="json"),
+            "initial_state": initial_state("multi_task", CONFIG, arrays.dense[:TRAIN_ROWS], 0),
+        },
+        {"train": dataset},
+        RayTrainSettings(name="streamed", storage_path=tmp_path / "ray", max_failures=0),
+    )
+    assert result.error is None
+    assert result.metrics_dataframe.sort_values("epoch")["rows"].tolist() == [TRAIN_ROWS] * 2

@@ -112,6 +112,29 @@ def test_killed_worker_resumes_from_last_checkpoint(
     assert settings.checkpoints_to_keep == 2 and epochs == [EPOCHS - 2, EPOCHS - 1], kept
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in_memory", "streamed"])
+def test_every_row_trains_once_per_epoch(
+    ray_local: None, tiny_home: ProjectHome, tmp_path: Path, in_memory: bool
+) -> None:
+    """Both shard paths (cached tensors, or Ray Data every epoch) cover the variant's rows."""
+    set_path = tiny_home.training_sets / "retrieval.parquet"
+    table = pq.read_table(set_path)
+    corpus = read_pin_corpus(tiny_home.features)
+    towers = sized_towers(corpus, table.column("user_id").to_numpy(), hidden_dims=(32,))
+    config = _tiny_settings(2).sized(towers)
+    rows = weighted_rows(table, config).num_rows
+    sampling = pin_sampling(weighted_rows(table, config), config)
+    loop = RetrievalLoopConfig(config, sampling.log_q_table.numpy(), in_memory=in_memory)
+    dataset = ray.data.read_parquet(str(set_path)).map_batches(
+        VariantRows(config), batch_format="pyarrow"
+    )
+    settings = RayTrainSettings(name="rows", storage_path=tmp_path / "ray", num_workers=1)
+    result = fit(retrieval_loop, loop.as_loop_config(), {"train": dataset}, settings)
+    per_epoch = result.metrics_dataframe.sort_values("epoch")
+    assert per_epoch["rows"].tolist() == [rows, rows]
+    assert per_epoch["step"].tolist() == [-(-rows // BATCH), 2 * -(-rows // BATCH)]
+
+
 def _pairs(log: Path) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (line.split() for line in log.read_text().splitlines())]
 

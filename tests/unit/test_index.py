@@ -1,9 +1,10 @@
-"""The pin index: exact top-k, exclusions, HNSW recall against exact, save/load."""
+"""The pin index: exact top-k, exclusions, HNSW and IVF recall against exact, save/load."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -11,12 +12,13 @@ from pinfeed.artifacts.index import (
     ExactPinIndex,
     HnswPinIndex,
     IndexConfig,
+    IvfPinIndex,
     build_pin_index,
     load_pin_index,
 )
 from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 
-CONFIG = IndexConfig(exact_max_pins=1000)
+CONFIG = IndexConfig(exact_max_pins=1000, ivf_nprobe=4)  # fixed: too few pins to tune
 
 
 def clustered_unit_vectors(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -44,7 +46,16 @@ def test_small_corpus_gets_the_exact_index(corpus: tuple[np.ndarray, ...]) -> No
     pin_ids, vectors, _ = corpus
     index = build_pin_index(pin_ids, vectors, CONFIG)
     assert isinstance(index, ExactPinIndex) and index.exact
-    assert HnswPinIndex.exact is False
+    assert HnswPinIndex.exact is False and IvfPinIndex.exact is False
+
+
+def test_the_index_kind_follows_corpus_size(corpus: tuple[np.ndarray, ...]) -> None:
+    pin_ids, vectors, _ = corpus
+    config = IndexConfig(exact_max_pins=100, ivf_min_pins=400, ivf_nprobe=4)
+    kinds = [type(build_pin_index(pin_ids[:n], vectors[:n], config)) for n in (100, 399, 400)]
+    assert kinds == [ExactPinIndex, HnswPinIndex, IvfPinIndex]
+    with pytest.raises(ValueError, match="ivf_min_pins"):
+        IndexConfig(exact_max_pins=1000, ivf_min_pins=1000)
 
 
 def test_exact_index_returns_the_true_top_k(corpus: tuple[np.ndarray, ...]) -> None:
@@ -90,7 +101,7 @@ def test_bad_inputs_name_the_field(corpus: tuple[np.ndarray, ...]) -> None:
 
 def test_save_load_round_trip(corpus: tuple[np.ndarray, ...], tmp_path: Path) -> None:
     pin_ids, vectors, queries = corpus
-    for kind in (ExactPinIndex, HnswPinIndex):
+    for kind in (ExactPinIndex, HnswPinIndex, IvfPinIndex):
         index = kind.build(pin_ids, vectors, CONFIG)
         files = index.save(tmp_path / kind.kind)
         assert all((tmp_path / kind.kind / name).is_file() for name in files)
@@ -114,3 +125,38 @@ def test_hnsw_recall_at_100_against_exact() -> None:
     exact, _ = ExactPinIndex.build(pin_ids, corpus, config).search(queries, 100)
     recall = np.mean([len(set(a) & set(e)) / 100 for a, e in zip(approximate, exact, strict=True)])
     assert recall >= 0.95, f"HNSW recall@100 {recall:.3f}"
+
+
+@pytest.mark.parametrize(("codes", "min_recall"), [("sq8", 0.95), ("pq", 0.5)])
+def test_ivf_recall_at_100_against_exact_and_its_memory(codes: str, min_recall: float) -> None:
+    """SQ8 codes reach recall >= 0.95 at the nprobe tuned at build; 4-bit PQ trades recall for
+    memory, and tuning stops where more lists stop helping."""
+    vectors = clustered_unit_vectors(20_200, 32, 50, seed=3)
+    pin_ids, corpus, queries = np.arange(20_000), vectors[:20_000], vectors[20_000:]
+    config = IndexConfig(exact_max_pins=1000, ivf_min_pins=10_000, ivf_codes=codes)
+    ivf = build_pin_index(pin_ids, corpus, config)
+    assert isinstance(ivf, IvfPinIndex)
+    approximate, _ = ivf.search(queries, 100, exclude=[{int(pin_ids[0])}] * len(queries))
+    exact, _ = ExactPinIndex.build(pin_ids, corpus, config).search(
+        queries, 100, exclude=[{int(pin_ids[0])}] * len(queries)
+    )
+    recall = np.mean([len(set(a) & set(e)) / 100 for a, e in zip(approximate, exact, strict=True)])
+    assert recall >= min_recall, f"IVF {codes} recall@100 {recall:.3f}"
+    lists = faiss.extract_index_ivf(ivf.index).nlist
+    assert 1 <= ivf.nprobe < lists  # tuned: not every list, recall reached or at its plateau
+    sq8_floor = len(corpus) * (32 + 8)  # E=32: one byte per dimension, plus an 8-byte id
+    index_bytes = faiss.serialize_index(ivf.index).nbytes
+    if codes == "sq8":
+        assert sq8_floor <= index_bytes < 1.5 * sq8_floor  # codes, ids, small overhead
+    else:  # 4 bits per pair of dimensions; fast-scan pads each list to blocks of 32 codes
+        assert index_bytes < sq8_floor
+
+
+def test_ivf_warns_when_the_corpus_does_not_cluster() -> None:
+    """Uniform directions defeat any inverted file: tuning scans most lists, and says so."""
+    vectors = np.random.default_rng(4).normal(size=(4_000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    config = IndexConfig(exact_max_pins=100, ivf_min_pins=1000)
+    with pytest.warns(UserWarning, match="barely cluster"):
+        ivf = build_pin_index(np.arange(4_000), vectors, config)
+    assert ivf.nprobe * 4 > faiss.extract_index_ivf(ivf.index).nlist

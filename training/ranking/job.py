@@ -51,6 +51,7 @@ from training.ranking.ray_loop import (
 )
 from training.ranking.record import ModelRun, RankingRun, time_split, write_ranking_run
 from training.ray_train import fit, load_result_state
+from training.shard_cache import shard_in_memory
 from training.training_sets import RANKING_NAME, read_training_set_meta
 
 MAX_PARITY_GAP = 1e-4
@@ -72,8 +73,13 @@ def _train_one(
     dataset: object,
     run: RunLayout,
 ) -> tuple[torch.nn.Module, ModelRun]:
-    loop = RankingLoopConfig(kind=kind, train=train, importance=job.baseline.importance)
     settings = job.ray.settings(f"ranking-{run.run_id}-{kind}", run.checkpoints)
+    loop = RankingLoopConfig(
+        kind=kind,
+        train=train,
+        importance=job.baseline.importance,
+        in_memory=shard_in_memory(len(dense), settings.num_workers),
+    )
     loop_config = {
         "loop": loop.model_dump(mode="json"),
         "initial_state": initial_state(kind, train.model, dense, train.seed),

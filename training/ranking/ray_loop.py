@@ -3,8 +3,10 @@
 Input: the ranking training set's parquet, read by Ray Data and turned block by block into
 the model's arrays (`prepare_batch`, the same `ranker_arrays` serving-side code uses), kept to
 the training period, materialised once so every epoch reads the same prepared blocks. Each
-worker iterates its shard as torch batches (on its GPU when it has one) and calls the pure
-`train_step`.
+worker reads its shard as torch batches (on its GPU when it has one) and calls the pure
+`train_step`: with `in_memory` (set by the job when a shard fits, `training.shard_cache`) it
+reads the shard once and draws a seeded permutation of the rows each epoch; without, it streams
+the shard through a local shuffle buffer every epoch.
 
 State and resume: the driver builds the initial model (normaliser fitted on the training rows,
 seeded weights) and ships its state dict in the loop config, so every worker and every restart
@@ -20,6 +22,7 @@ Batch columns (B rows, F dense features, D embedding length, H = 4 heads):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +46,7 @@ from training.ranking.loss import build_loss
 from training.ranking.model import MultiTaskRanker
 from training.ranking.steps import RankerBatch, train_step
 from training.ray_train import report_epoch, restore_state
+from training.shard_cache import shard_tensors, shuffled_batches
 
 ModelKind = Literal["multi_task", "single_head"]
 TRAIN_DATASET = "train"
@@ -56,6 +60,8 @@ class RankingLoopConfig(FrozenModel):
     train: RankingTrainConfig
     importance: HeadWeights
     """Per-type weights of the single-head baseline's positives (unused by multi_task)."""
+    in_memory: bool = True
+    """Read the shard into tensors once and reshuffle them each epoch (False: stream it)."""
 
 
 def build_model(kind: ModelKind, config: RankerConfig) -> nn.Module:
@@ -105,23 +111,39 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+_DTYPES = {name: torch.int64 if name == "topic" else torch.float32 for name in RANKER_INPUTS} | {
+    "labels": torch.float32
+}
+_READ_ROWS = 65_536  # rows per batch when reading a shard into memory
+
+
+def _epoch_batches(
+    shard: ray.data.DataIterator,
+    cached: dict[str, torch.Tensor] | None,
+    batch_size: int,
+    seed: int,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This epoch's batches: a permutation of the cached rows, or the shard streamed again."""
+    if cached is not None:
+        return shuffled_batches(cached, batch_size, seed)
+    return iter(
+        shard.iter_torch_batches(
+            batch_size=batch_size,
+            dtypes=_DTYPES,
+            local_shuffle_buffer_size=_SHUFFLE_BUFFER,
+            local_shuffle_seed=seed,
+        )
+    )
+
+
 def _run_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
-    shard: ray.data.DataIterator,
-    batch_size: int,
-    seed: int,
+    batches: Iterator[dict[str, torch.Tensor]],
 ) -> tuple[float, int]:
-    """One pass over this worker's shard; returns (mean batch loss, rows seen)."""
+    """One pass over this worker's batches; returns (mean batch loss, rows seen)."""
     losses, rows = [], 0
-    batches = shard.iter_torch_batches(
-        batch_size=batch_size,
-        dtypes={name: torch.int64 if name == "topic" else torch.float32 for name in RANKER_INPUTS}
-        | {"labels": torch.float32},
-        local_shuffle_buffer_size=_SHUFFLE_BUFFER,
-        local_shuffle_seed=seed,
-    )
     for columns in batches:
         batch = RankerBatch(**{name: columns[name] for name in (*RANKER_INPUTS, "labels")})
         losses.append(train_step(model, loss_fn, optimizer, batch))
@@ -154,11 +176,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
     first_epoch = state["epoch"] + 1 if state else 1
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
+    cached = None
+    if loop.in_memory and first_epoch <= loop.train.epochs:
+        device = ray.train.torch.get_device()
+        cached = shard_tensors(
+            shard.iter_torch_batches(batch_size=_READ_ROWS, dtypes=_DTYPES), device
+        )
     for epoch in range(first_epoch, loop.train.epochs + 1):
         began = time.perf_counter()
-        loss, rows = _run_epoch(
-            model, loss_fn, optimizer, shard, loop.train.batch_size, loop.train.seed + epoch
-        )
+        batches = _epoch_batches(shard, cached, loop.train.batch_size, loop.train.seed + epoch)
+        loss, rows = _run_epoch(model, loss_fn, optimizer, batches)
         seconds = time.perf_counter() - began
         metrics = {
             "epoch": epoch,

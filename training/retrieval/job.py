@@ -51,6 +51,7 @@ from training.retrieval.export import export_retrieval
 from training.retrieval.job_config import RetrievalJobConfig, load_job_config
 from training.retrieval.model import RetrievalModel
 from training.retrieval.ray_loop import RetrievalLoopConfig, retrieval_loop
+from training.shard_cache import shard_in_memory
 from training.training_sets import RETRIEVAL_NAME
 
 
@@ -100,6 +101,8 @@ class RetrievalInputs:
     model_config: RetrievalConfig
     corpus: PinCorpus
     log_q: np.ndarray
+    rows: int
+    """Rows the variant trains on (what each worker may hold in memory)."""
 
     def dataset(self) -> ray.data.Dataset:
         """The training set as Ray Data, each row expanded to its variant's positives (needs
@@ -121,8 +124,11 @@ def retrieval_inputs(job: RetrievalJobConfig, home: ProjectHome) -> RetrievalInp
         **job.model.towers.model_dump(),
     )
     model_config = job.model.sized(towers)
-    sampling = pin_sampling(weighted_rows(columns, model_config), model_config)
-    return RetrievalInputs(set_path, model_config, corpus, sampling.log_q_table.numpy())
+    rows = weighted_rows(columns, model_config)
+    sampling = pin_sampling(rows, model_config)
+    return RetrievalInputs(
+        set_path, model_config, corpus, sampling.log_q_table.numpy(), rows.num_rows
+    )
 
 
 def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path) -> Path:
@@ -138,7 +144,8 @@ def train_retrieval(config: RetrievalJobConfig | Path, home: ProjectHome | Path)
     run = run_for_retrieval(home.artifacts, job.run_id)
     settings = job.ray.settings(f"retrieval-{run.run_id}", run.checkpoints)
     ensure_ray()
-    loop = RetrievalLoopConfig(model_config, inputs.log_q)
+    in_memory = shard_in_memory(inputs.rows, settings.num_workers)
+    loop = RetrievalLoopConfig(model_config, inputs.log_q, in_memory=in_memory)
     result = fit(retrieval_loop, loop.as_loop_config(), {"train": inputs.dataset()}, settings)
     state = load_result_state(result)
     model = RetrievalModel(model_config)

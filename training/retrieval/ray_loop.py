@@ -6,11 +6,13 @@ one per worker) <- `ray_train.fit` (the trainer). Per worker:
 1. `restore_state()`: after a worker failure Ray restarts every worker's loop; the model,
    optimizer, epoch and step counter come back from the latest checkpoint, so the step count
    continues instead of restarting from 0.
-2. Each epoch reads the worker's Ray Data shard (`get_dataset_shard("train")`) through
+2. The worker's Ray Data shard (`get_dataset_shard("train")`) is read through
    `iter_torch_batches` with a collate function that turns each Arrow batch into the tensors
-   of a `RetrievalBatch` (the same `batch_from_table` the plain loop uses), shuffled through a
-   local buffer with a per-epoch seed, on `ray.train.torch.get_device()` (the GPU when the run
-   has one).
+   of a `RetrievalBatch` (the same `batch_from_table` the plain loop uses), on
+   `ray.train.torch.get_device()` (the GPU when the run has one). With `in_memory` (the
+   default, set by the job when a shard fits, `training.shard_cache`) that happens once and
+   every epoch draws a seeded permutation of the cached rows, as the plain loop does; without,
+   every epoch streams the shard again through a local shuffle buffer.
 3. With several workers the gradients are averaged by all-reduce after each backward (plain
    data parallelism; `train_step` needs the model's own methods, so no DDP wrapper). Every
    worker starts from rank 0's weights. Each worker's batch is one in-batch softmax of
@@ -21,7 +23,7 @@ one per worker) <- `ray_train.fit` (the trainer). Per worker:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -39,8 +41,10 @@ from training.retrieval.features import RetrievalBatch, batch_from_table
 from training.retrieval.model import RetrievalModel
 from training.retrieval.sampling import PinSampling
 from training.retrieval.train_step import train_step
+from training.shard_cache import shard_tensors, shuffled_batches
 
 LOOP_KEY = "retrieval"
+_READ_ROWS = 65_536  # rows per batch when reading a shard into memory
 EpochHook = Callable[[int, int], None]
 """Called on every worker after each epoch's report with (epoch, step)."""
 
@@ -50,12 +54,15 @@ class RetrievalLoopConfig:
     """What every worker needs besides its data shard (sent once, pickled, to each worker).
 
     `log_q_table`: [n_pin_buckets] float32 log q(pin) of the rows the run trains on.
-    `shuffle_buffer_rows`: local shuffle buffer of `iter_torch_batches` (>= batch size).
+    `in_memory`: convert the shard to tensors once and reshuffle them each epoch (False:
+    stream it through Ray Data every epoch, for shards larger than memory).
+    `shuffle_buffer_rows`: local shuffle buffer of the streaming path (>= batch size).
     `on_epoch_end`: optional hook (logging, fault injection in tests).
     """
 
     config: RetrievalConfig
     log_q_table: np.ndarray
+    in_memory: bool = True
     shuffle_buffer_rows: int = 20_000
     on_epoch_end: EpochHook | None = None
 
@@ -106,26 +113,47 @@ def _epoch_totals(rows: int, loss_sum: float, batches: int, device: torch.device
     return totals.tolist()
 
 
+def _cached_shard(device: torch.device) -> dict[str, torch.Tensor]:
+    """This worker's whole shard as `RetrievalBatch` field tensors on `device`, read once."""
+    shard = ray.train.get_dataset_shard("train")
+    return shard_tensors(
+        shard.iter_torch_batches(batch_size=_READ_ROWS, collate_fn=RetrievalCollate()), device
+    )
+
+
+def _epoch_batches(
+    loop: RetrievalLoopConfig, cached: dict[str, torch.Tensor] | None, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This epoch's batches: a permutation of the cached rows, or the shard streamed again."""
+    batch_size = loop.config.batch_size
+    if cached is not None:
+        return shuffled_batches(cached, batch_size, seed)
+    return iter(
+        ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=batch_size,
+            collate_fn=RetrievalCollate(),
+            local_shuffle_buffer_size=max(loop.shuffle_buffer_rows, batch_size),
+            local_shuffle_seed=seed,
+        )
+    )
+
+
 def _run_epoch(
     model: RetrievalModel,
     optimizer: torch.optim.Optimizer,
     loop: RetrievalLoopConfig,
     sampling: PinSampling,
+    cached: dict[str, torch.Tensor] | None,
     epoch: int,
     step: int,
 ) -> tuple[int, dict[str, float]]:
     """One pass over this worker's shard; returns the new step count and the epoch's metrics."""
     config, device = loop.config, ray.train.torch.get_device()
     rank = ray.train.get_context().get_world_rank()
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + rank)
-    shard = ray.train.get_dataset_shard("train")
+    seed = config.seed * 1_000_003 + epoch * 101 + rank
+    generator = torch.Generator().manual_seed(seed)
     started, rows, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
-    for tensors in shard.iter_torch_batches(
-        batch_size=config.batch_size,
-        collate_fn=RetrievalCollate(),
-        local_shuffle_buffer_size=max(loop.shuffle_buffer_rows, config.batch_size),
-        local_shuffle_seed=config.seed * 1_000_003 + epoch * 101 + rank,
-    ):
+    for tensors in _epoch_batches(loop, cached, seed):
         batch = RetrievalBatch(**tensors).to(device)
         loss = train_step(model, batch, config, sampling, generator)
         optimizer.zero_grad()
@@ -161,9 +189,10 @@ def retrieval_loop(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
     _broadcast_weights(model, _world_size())
+    cached = _cached_shard(device) if loop.in_memory and start_epoch < config.epochs else None
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        step, metrics = _run_epoch(model, optimizer, loop, sampling, epoch, step)
+        step, metrics = _run_epoch(model, optimizer, loop, sampling, cached, epoch, step)
         state = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
