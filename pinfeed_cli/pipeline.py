@@ -7,8 +7,9 @@
     -> evaluate closed-loop (short, on a tiny world of its own) -> report -> serve (demo)
 
 Both models land in one run. `pinfeed run` trains and searches with a shorter budget than the
-configs' (`RunBudget`); each step's title names the equivalent command. Each step is timed; a
-summary table closes the run.
+configs' (`RunBudget`); each step's title names the equivalent command. Each step is timed and
+its peak memory (this process and its Ray workers, `peak_memory.PeakRss`) kept; a summary
+table closes the run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pinfeed.artifacts.layout import new_run_id
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from pinfeed_cli import steps
+from pinfeed_cli.peak_memory import PeakRss
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class StepResult:
     command: str
     seconds: float
     detail: str
+    peak_rss_gib: float
+    """Largest resident memory of this process and its descendants during the step."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,13 @@ class RunBudget:
 def _timed(console: Console, name: str, command: str, step: Callable[[], str]) -> StepResult:
     console.rule(f"[bold]{name}[/] [dim]({command})[/]")
     start = time.perf_counter()
-    detail = step()
-    result = StepResult(name, command, time.perf_counter() - start, detail)
-    console.print(f"[green]done[/] {name} in {result.seconds:.1f} s: {detail}")
+    with PeakRss() as peak:
+        detail = step()
+    result = StepResult(name, command, time.perf_counter() - start, detail, peak.gib)
+    console.print(
+        f"[green]done[/] {name} in {result.seconds:.1f} s (peak RSS {result.peak_rss_gib:.2f} "
+        f"GiB): {detail}"
+    )
     return result
 
 
@@ -63,10 +71,14 @@ def _summary(results: list[StepResult], home: ProjectHome) -> Table:
     table = Table(title=f"pinfeed run ({home.root})")
     table.add_column("step")
     table.add_column("seconds", justify="right")
+    table.add_column("peak RSS GiB", justify="right")
     table.add_column("result")
     for result in results:
-        table.add_row(result.name, f"{result.seconds:.1f}", result.detail)
-    table.add_row("total", f"{sum(r.seconds for r in results):.1f}", "")
+        table.add_row(
+            result.name, f"{result.seconds:.1f}", f"{result.peak_rss_gib:.2f}", result.detail
+        )
+    peak = max((r.peak_rss_gib for r in results), default=0.0)
+    table.add_row("total", f"{sum(r.seconds for r in results):.1f}", f"{peak:.2f}", "")
     return table
 
 

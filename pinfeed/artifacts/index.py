@@ -13,15 +13,16 @@ embeddings, i.e. cosine similarities.
   sample (`ivf_train_points_per_list` per list), so it builds in seconds where HNSW takes minutes.
   How many lists a query scans (nprobe) is tuned at build time on the corpus itself: the
   fewest whose recall@100 against the exact top-100 reaches `ivf_target_recall` (faiss's
-  AutoTune idea, on one knob), because the right value depends on how the pins cluster.
+  AutoTune idea, on one knob), because the right value depends on how the pins cluster; a
+  search for more than 100 rows scans proportionally more lists.
 `build_pin_index` picks one by corpus size (`IndexConfig.exact_max_pins`, `ivf_min_pins`).
 
 Exclusion (pins the user already engaged with) is done by over-fetching: one faiss search of
 k + max_b |exclude_b| neighbours for the whole batch, then each row drops its excluded pins and
 keeps the first k left. For the exact index this is exactly the top-k of the non-excluded
-pins; for HNSW it is as good as the index. Rows with fewer than k eligible pins are padded
-with pin id -1 and score -inf. Keep exclusion sets to hundreds, not millions: they widen
-every row's search.
+pins; for HNSW and IVF it is as good as the index (both widen their search with the fetch).
+Rows with fewer than k eligible pins are padded with pin id -1 and score -inf. Keep exclusion
+sets to hundreds, not millions: they widen every row's search.
 
 Saved as `<dir>/pins.faiss` (faiss.write_index), `<dir>/pin_ids.npy` (row -> pin id) and
 `<dir>/pin_index.json` (kind, dim, search settings); the names are `pinfeed.artifacts.layout`'s.
@@ -48,6 +49,7 @@ from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 
 MISSING_PIN = -1
 TUNE_QUERIES = 256  # pins used as queries when tuning IVF's nprobe
+TUNE_K = 100  # the top-k that IVF's nprobe is tuned for
 PLATEAU_GAIN = 0.005  # recall@100 gained by doubling nprobe below which tuning stops
 
 
@@ -55,7 +57,7 @@ class IndexConfig(FrozenModel):
     """Which faiss index holds the pin corpus."""
 
     exact_max_pins: int = Field(
-        50_000, ge=0, description="Corpora up to this size use exact IndexFlatIP; larger use HNSW."
+        50_000, ge=0, description="Corpora up to this size use exact IndexFlatIP (then HNSW, IVF)."
     )
     hnsw_m: int = Field(32, gt=1, description="HNSW graph degree (memory vs recall).")
     hnsw_ef_construction: int = Field(200, gt=0, description="HNSW build-time beam width.")
@@ -261,7 +263,10 @@ class IvfPinIndex(PinIndex):
     """Inverted file over an HNSW coarse quantiser, SQ8 or 4-bit PQ codes: approximate, compact.
 
     A query ranks the list centroids with the HNSW quantiser, scans `nprobe` lists and scores
-    their codes; scores are therefore approximate inner products (SQ8 error ~1e-3).
+    their codes; scores are therefore approximate inner products (SQ8 error ~1e-3). nprobe is
+    tuned for the top `TUNE_K`; a deeper fetch (serving asks for hundreds of candidates, plus
+    exclusions) scans proportionally more lists, as HNSW widens its beam to the fetch. Both
+    settings go with each search, so wrappers sharing one faiss index do not disturb each other.
     """
 
     kind = "ivf_hnsw"
@@ -270,10 +275,7 @@ class IvfPinIndex(PinIndex):
     def __init__(self, index: faiss.Index, pin_ids: np.ndarray, nprobe: int) -> None:
         super().__init__(index, pin_ids)
         self.nprobe = nprobe
-        ivf = faiss.extract_index_ivf(index)
-        ivf.nprobe = nprobe
-        quantizer = faiss.downcast_index(ivf.quantizer)
-        quantizer.hnsw.efSearch = max(2 * nprobe, 64)
+        self.lists = int(faiss.extract_index_ivf(index).nlist)
 
     @classmethod
     def build(cls, pin_ids: np.ndarray, embeddings: np.ndarray, config: IndexConfig) -> IvfPinIndex:
@@ -287,53 +289,77 @@ class IvfPinIndex(PinIndex):
         faiss.extract_index_ivf(index).cp.max_points_per_centroid = config.ivf_train_points_per_list
         index.train(matrix)
         index.add(matrix)
-        nprobe = config.ivf_nprobe or tuned_nprobe(index, matrix, config.ivf_target_recall)
-        if not config.ivf_nprobe and nprobe * 4 > lists:
-            warnings.warn(
-                f"pin index: IVF needs {nprobe} of its {lists} lists per query for recall@100 "
-                f"{config.ivf_target_recall}; these embeddings barely cluster, so a query scans "
-                "much of the corpus (slower than exact search). Raise ivf_min_pins (HNSW) or "
-                "exact_max_pins instead.",
-                stacklevel=2,
-            )
-        return cls(index, ids, nprobe)
+        built = cls(index, ids, config.ivf_nprobe or 1)
+        if not config.ivf_nprobe:
+            built.nprobe = _tune_nprobe(built, matrix, config)
+        return built
+
+    def probes(self, fetch: int) -> int:
+        """Lists scanned for a fetch of `fetch` rows: nprobe per `TUNE_K` rows (rounded), at
+        most all of them."""
+        return min(self.lists, self.nprobe * max(1, round(fetch / TUNE_K)))
 
     def _search_rows(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(queries, fetch)
+        nprobe = self.probes(fetch)
+        quantizer = faiss.SearchParametersHNSW(efSearch=max(2 * nprobe, 64))
+        params = faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=quantizer)
+        return self.index.search(queries, fetch, params=params)
 
     def _settings(self) -> dict[str, int]:
-        return {"nprobe": self.nprobe, "lists": int(faiss.extract_index_ivf(self.index).nlist)}
+        return {"nprobe": self.nprobe, "lists": self.lists}
 
 
-def tuned_nprobe(index: faiss.Index, corpus: np.ndarray, target_recall: float) -> int:
-    """The smallest power-of-two nprobe whose recall@100 against exact search reaches
-    `target_recall`, on `TUNE_QUERIES` pins of the corpus used as queries; short of it, the
-    nprobe where doubling gains under `PLATEAU_GAIN` (coarse codes such as PQ cap recall, and
-    scanning more lists only costs time), else all lists.
+def _self_excluded(rows: np.ndarray, neighbours: np.ndarray, k: int) -> list[np.ndarray]:
+    """Each query's first k neighbours other than its own pin (row)."""
+    return [found[found != row][:k] for row, found in zip(rows, neighbours, strict=True)]
 
-    Pins stand in for queries because query and pin towers share one space; each query finds
-    itself in both top-100s, which lifts recall by at most 1/100.
+
+def _tune_nprobe(index: IvfPinIndex, corpus: np.ndarray, config: IndexConfig) -> int:
+    """The smallest power-of-two nprobe whose recall@`TUNE_K` against exact search reaches
+    `ivf_target_recall`; short of it, the nprobe where doubling gains under `PLATEAU_GAIN`
+    (coarse codes such as PQ cap recall, and scanning more lists then only costs time), else
+    all lists. Warns when the target is out of reach or needs more than a quarter of the lists.
+
+    Queries: `TUNE_QUERIES` pins of the corpus (query and pin towers share one space), each
+    one's own pin left out of both lists so that it does not count as a hit.
     """
-    rng = np.random.default_rng(0)
-    queries = corpus[rng.choice(len(corpus), min(TUNE_QUERIES, len(corpus)), replace=False)]
-    k = min(100, len(corpus))
-    exact = faiss.IndexFlatIP(corpus.shape[1])
-    exact.add(corpus)
-    _, truth = exact.search(queries, k)
-    ivf = faiss.extract_index_ivf(index)
-    quantizer = faiss.downcast_index(ivf.quantizer)
-    nprobe, last_recall = 1, 0.0
-    while nprobe < ivf.nlist:
-        ivf.nprobe, quantizer.hnsw.efSearch = nprobe, max(2 * nprobe, 64)
-        _, found = index.search(queries, k)
-        hits = sum(len(np.intersect1d(a, e)) for a, e in zip(found, truth, strict=True))
-        recall = hits / truth.size
-        if recall >= target_recall:
-            return nprobe
-        if recall - last_recall < PLATEAU_GAIN:  # the codes, not the lists, bound recall now
-            return nprobe // 2
-        nprobe, last_recall = nprobe * 2, recall
-    return int(ivf.nlist)
+    rows = np.random.default_rng(0).choice(len(corpus), min(TUNE_QUERIES, len(corpus)), False)
+    queries, k = corpus[rows], min(TUNE_K, len(corpus) - 1)
+    _, exact = faiss.knn(queries, corpus, k + 1, faiss.METRIC_INNER_PRODUCT)
+    truth = _self_excluded(rows, exact, k)
+
+    def recall_at_nprobe() -> float:
+        found = _self_excluded(rows, index._search_rows(queries, k + 1)[1], k)
+        hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth, strict=True))
+        return hits / (len(rows) * k)
+
+    target, recall, last = config.ivf_target_recall, 0.0, 0.0
+    index.nprobe = 1
+    while True:
+        recall = recall_at_nprobe()
+        if recall >= target or index.nprobe >= index.lists:
+            break
+        if index.nprobe > 1 and recall - last < PLATEAU_GAIN:
+            index.nprobe //= 2  # the codes, not the lists, bound recall now
+            recall = last
+            break
+        last, index.nprobe = recall, min(2 * index.nprobe, index.lists)
+    if recall < target:
+        warnings.warn(
+            f"pin index: IVF ({config.ivf_codes} codes) reaches recall@{TUNE_K} {recall:.3f} "
+            f"at best, short of ivf_target_recall {target}; use sq8 codes or HNSW "
+            "(raise ivf_min_pins).",
+            stacklevel=3,
+        )
+    elif index.nprobe * 4 > index.lists:
+        warnings.warn(
+            f"pin index: IVF needs {index.nprobe} of its {index.lists} lists per query for "
+            f"recall@{TUNE_K} {target}; these embeddings barely cluster, so a query scans much "
+            "of the corpus (slower than exact search). Raise ivf_min_pins (HNSW) or "
+            "exact_max_pins instead.",
+            stacklevel=3,
+        )
+    return index.nprobe
 
 
 def build_pin_index(pin_ids: np.ndarray, embeddings: np.ndarray, config: IndexConfig) -> PinIndex:

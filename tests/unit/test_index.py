@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import faiss
@@ -107,6 +108,8 @@ def test_save_load_round_trip(corpus: tuple[np.ndarray, ...], tmp_path: Path) ->
         assert all((tmp_path / kind.kind / name).is_file() for name in files)
         loaded = load_pin_index(tmp_path / kind.kind)
         assert type(loaded) is kind and loaded.exact == kind.exact
+        if isinstance(index, IvfPinIndex):  # nprobe lives in the meta file, not in faiss's
+            assert loaded.nprobe == index.nprobe == 4 and loaded.lists == index.lists
         for before, after in zip(
             index.search(queries, 20), loaded.search(queries, 20), strict=True
         ):
@@ -134,7 +137,8 @@ def test_ivf_recall_at_100_against_exact_and_its_memory(codes: str, min_recall: 
     vectors = clustered_unit_vectors(20_200, 32, 50, seed=3)
     pin_ids, corpus, queries = np.arange(20_000), vectors[:20_000], vectors[20_000:]
     config = IndexConfig(exact_max_pins=1000, ivf_min_pins=10_000, ivf_codes=codes)
-    ivf = build_pin_index(pin_ids, corpus, config)
+    with pytest.warns(UserWarning, match="short of") if codes == "pq" else nullcontext():
+        ivf = build_pin_index(pin_ids, corpus, config)
     assert isinstance(ivf, IvfPinIndex)
     approximate, _ = ivf.search(queries, 100, exclude=[{int(pin_ids[0])}] * len(queries))
     exact, _ = ExactPinIndex.build(pin_ids, corpus, config).search(
@@ -142,8 +146,7 @@ def test_ivf_recall_at_100_against_exact_and_its_memory(codes: str, min_recall: 
     )
     recall = np.mean([len(set(a) & set(e)) / 100 for a, e in zip(approximate, exact, strict=True)])
     assert recall >= min_recall, f"IVF {codes} recall@100 {recall:.3f}"
-    lists = faiss.extract_index_ivf(ivf.index).nlist
-    assert 1 <= ivf.nprobe < lists  # tuned: not every list, recall reached or at its plateau
+    assert 1 <= ivf.nprobe < ivf.lists  # tuned: not every list, recall reached or at its plateau
     sq8_floor = len(corpus) * (32 + 8)  # E=32: one byte per dimension, plus an 8-byte id
     index_bytes = faiss.serialize_index(ivf.index).nbytes
     if codes == "sq8":
@@ -159,4 +162,22 @@ def test_ivf_warns_when_the_corpus_does_not_cluster() -> None:
     config = IndexConfig(exact_max_pins=100, ivf_min_pins=1000)
     with pytest.warns(UserWarning, match="barely cluster"):
         ivf = build_pin_index(np.arange(4_000), vectors, config)
-    assert ivf.nprobe * 4 > faiss.extract_index_ivf(ivf.index).nlist
+    assert isinstance(ivf, IvfPinIndex) and ivf.nprobe * 4 > ivf.lists
+
+
+def test_ivf_warns_when_its_codes_cannot_reach_the_target() -> None:
+    """PQ codes plateau below a 0.99 target: tuning stops there (not at every list) and warns."""
+    vectors = clustered_unit_vectors(20_000, 32, 50, seed=5)
+    config = IndexConfig(
+        exact_max_pins=100, ivf_min_pins=1000, ivf_codes="pq", ivf_target_recall=0.99
+    )
+    with pytest.warns(UserWarning, match="short of ivf_target_recall"):
+        ivf = build_pin_index(np.arange(20_000), vectors, config)
+    assert isinstance(ivf, IvfPinIndex) and 1 <= ivf.nprobe < ivf.lists
+
+
+def test_ivf_scans_more_lists_for_a_deeper_fetch(corpus: tuple[np.ndarray, ...]) -> None:
+    """nprobe is tuned for the top 100; serving's 500 candidates scan five times the lists."""
+    pin_ids, vectors, _ = corpus
+    ivf = IvfPinIndex.build(pin_ids, vectors, IndexConfig(ivf_nprobe=2, ivf_lists=8))
+    assert [ivf.probes(fetch) for fetch in (10, 100, 149, 500, 5000)] == [2, 2, 2, 8, 8]

@@ -180,7 +180,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if loop.in_memory and first_epoch <= loop.train.epochs:
         device = ray.train.torch.get_device()
         cached = shard_tensors(
-            shard.iter_torch_batches(batch_size=_READ_ROWS, dtypes=_DTYPES), device
+            shard.iter_torch_batches(batch_size=_READ_ROWS, dtypes=_DTYPES, device="cpu"), device
         )
     for epoch in range(first_epoch, loop.train.epochs + 1):
         began = time.perf_counter()

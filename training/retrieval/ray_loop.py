@@ -117,7 +117,10 @@ def _cached_shard(device: torch.device) -> dict[str, torch.Tensor]:
     """This worker's whole shard as `RetrievalBatch` field tensors on `device`, read once."""
     shard = ray.train.get_dataset_shard("train")
     return shard_tensors(
-        shard.iter_torch_batches(batch_size=_READ_ROWS, collate_fn=RetrievalCollate()), device
+        shard.iter_torch_batches(
+            batch_size=_READ_ROWS, collate_fn=RetrievalCollate(), device="cpu"
+        ),
+        device,
     )
 
 
