@@ -118,7 +118,7 @@ def main(
         print(f"{kind}: {results[kind]}", flush=True)
         if kind == "ivf_hnsw_sq8":
             for nprobe in SWEEP_NPROBE:
-                probed = IvfPinIndex(index.index, index.pin_ids, nprobe)
+                probed = IvfPinIndex(index.index, index.pin_ids, {K: nprobe})
                 sweep.append({"nprobe": nprobe} | measure(probed, queries, truth, calls))
         del index
 

@@ -12,9 +12,9 @@ embeddings, i.e. cosine similarities.
   codes, E/4+8 bytes, when memory rules and lower recall is acceptable). Trains k-means on a
   sample (`ivf_train_points_per_list` per list), so it builds in seconds where HNSW takes minutes.
   How many lists a query scans (nprobe) is tuned at build time on the corpus itself: the
-  fewest whose recall@100 against the exact top-100 reaches `ivf_target_recall` (faiss's
-  AutoTune idea, on one knob), because the right value depends on how the pins cluster; a
-  search for more than 100 rows scans proportionally more lists.
+  fewest whose recall@k against the exact top-k reaches `ivf_target_recall`, at k = 100 and
+  at serving's 500 candidates (faiss's AutoTune idea, on one knob), because the right value
+  depends on how the pins cluster and on how deep a search goes.
 `build_pin_index` picks one by corpus size (`IndexConfig.exact_max_pins`, `ivf_min_pins`).
 
 Exclusion (pins the user already engaged with) is done by over-fetching: one faiss search of
@@ -36,6 +36,7 @@ import json
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -49,7 +50,7 @@ from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 
 MISSING_PIN = -1
 TUNE_QUERIES = 256  # pins used as queries when tuning IVF's nprobe
-TUNE_K = 100  # the top-k that IVF's nprobe is tuned for
+TUNE_DEPTHS = (100, 500)  # fetch depths IVF's nprobe is tuned at: a top 100, serving's 500
 PLATEAU_GAIN = 0.005  # recall@100 gained by doubling nprobe below which tuning stops
 
 
@@ -132,7 +133,7 @@ class PinIndex(ABC):
     def _search_rows(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss search: -> (scores [B, fetch], rows [B, fetch], -1 where nothing was found)."""
 
-    def _settings(self) -> dict[str, int]:
+    def _settings(self) -> dict[str, object]:
         return {}
 
     def search(
@@ -245,7 +246,7 @@ class HnswPinIndex(PinIndex):
         params.efSearch = max(self.ef_search, fetch)
         return self.index.search(queries, fetch, params=params)
 
-    def _settings(self) -> dict[str, int]:
+    def _settings(self) -> dict[str, object]:
         return {"ef_search": self.ef_search}
 
 
@@ -263,19 +264,23 @@ class IvfPinIndex(PinIndex):
     """Inverted file over an HNSW coarse quantiser, SQ8 or 4-bit PQ codes: approximate, compact.
 
     A query ranks the list centroids with the HNSW quantiser, scans `nprobe` lists and scores
-    their codes; scores are therefore approximate inner products (SQ8 error ~1e-3). nprobe is
-    tuned for the top `TUNE_K`; a deeper fetch (serving asks for hundreds of candidates, plus
-    exclusions) scans proportionally more lists, as HNSW widens its beam to the fetch. Both
-    settings go with each search, so wrappers sharing one faiss index do not disturb each other.
+    their codes; scores are therefore approximate inner products (SQ8 error ~1e-3). How many
+    lists a fetch needs grows faster than the fetch (the top 500 spans many more lists than the
+    top 100), so nprobe is a table by fetch depth, tuned at each of `TUNE_DEPTHS`: a fetch uses
+    the entry of the smallest depth that covers it, and past the deepest, that entry times
+    ceil(fetch / depth). Settings go with each search, so wrappers sharing one faiss index do
+    not disturb each other.
     """
 
     kind = "ivf_hnsw"
     exact = False
 
-    def __init__(self, index: faiss.Index, pin_ids: np.ndarray, nprobe: int) -> None:
+    def __init__(self, index: faiss.Index, pin_ids: np.ndarray, nprobe: dict[int, int]) -> None:
         super().__init__(index, pin_ids)
-        self.nprobe = nprobe
         self.lists = int(faiss.extract_index_ivf(index).nlist)
+        self.nprobe = {int(depth): int(n) for depth, n in sorted(nprobe.items())}
+        if not self.nprobe or min(self.nprobe.values()) < 1:
+            raise ConfigError(f"nprobe: {nprobe} must map fetch depths to >= 1 lists")
 
     @classmethod
     def build(cls, pin_ids: np.ndarray, embeddings: np.ndarray, config: IndexConfig) -> IvfPinIndex:
@@ -289,15 +294,18 @@ class IvfPinIndex(PinIndex):
         faiss.extract_index_ivf(index).cp.max_points_per_centroid = config.ivf_train_points_per_list
         index.train(matrix)
         index.add(matrix)
-        built = cls(index, ids, config.ivf_nprobe or 1)
+        built = cls(index, ids, {TUNE_DEPTHS[0]: config.ivf_nprobe or 1})
         if not config.ivf_nprobe:
-            built.nprobe = _tune_nprobe(built, matrix, config)
+            built.nprobe = _tuned_nprobe(built, matrix, config)
         return built
 
     def probes(self, fetch: int) -> int:
-        """Lists scanned for a fetch of `fetch` rows: nprobe per `TUNE_K` rows (rounded), at
-        most all of them."""
-        return min(self.lists, self.nprobe * max(1, round(fetch / TUNE_K)))
+        """Lists scanned for a fetch of `fetch` rows (at most all of them)."""
+        for depth, nprobe in self.nprobe.items():
+            if fetch <= depth:
+                return min(self.lists, nprobe)
+        depth, nprobe = max(self.nprobe.items())
+        return min(self.lists, nprobe * math.ceil(fetch / depth))
 
     def _search_rows(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         nprobe = self.probes(fetch)
@@ -305,8 +313,8 @@ class IvfPinIndex(PinIndex):
         params = faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=quantizer)
         return self.index.search(queries, fetch, params=params)
 
-    def _settings(self) -> dict[str, int]:
-        return {"nprobe": self.nprobe, "lists": self.lists}
+    def _settings(self) -> dict[str, object]:
+        return {"nprobe": {str(depth): n for depth, n in self.nprobe.items()}, "lists": self.lists}
 
 
 def _self_excluded(rows: np.ndarray, neighbours: np.ndarray, k: int) -> list[np.ndarray]:
@@ -314,52 +322,64 @@ def _self_excluded(rows: np.ndarray, neighbours: np.ndarray, k: int) -> list[np.
     return [found[found != row][:k] for row, found in zip(rows, neighbours, strict=True)]
 
 
-def _tune_nprobe(index: IvfPinIndex, corpus: np.ndarray, config: IndexConfig) -> int:
-    """The smallest power-of-two nprobe whose recall@`TUNE_K` against exact search reaches
-    `ivf_target_recall`; short of it, the nprobe where doubling gains under `PLATEAU_GAIN`
-    (coarse codes such as PQ cap recall, and scanning more lists then only costs time), else
-    all lists. Warns when the target is out of reach or needs more than a quarter of the lists.
+def _tuned_nprobe(index: IvfPinIndex, corpus: np.ndarray, config: IndexConfig) -> dict[int, int]:
+    """Per depth k of `TUNE_DEPTHS` (below the corpus size): the smallest power-of-two nprobe
+    whose recall@k against exact search reaches `ivf_target_recall`; short of it, the nprobe
+    where doubling gains under `PLATEAU_GAIN` (coarse codes such as PQ cap recall, and scanning
+    more lists then only costs time), else all lists. Warns when the target is out of reach or
+    the top 100 needs more than a quarter of the lists.
 
     Queries: `TUNE_QUERIES` pins of the corpus (query and pin towers share one space), each
     one's own pin left out of both lists so that it does not count as a hit.
     """
     rows = np.random.default_rng(0).choice(len(corpus), min(TUNE_QUERIES, len(corpus)), False)
-    queries, k = corpus[rows], min(TUNE_K, len(corpus) - 1)
-    _, exact = faiss.knn(queries, corpus, k + 1, faiss.METRIC_INNER_PRODUCT)
-    truth = _self_excluded(rows, exact, k)
+    queries = corpus[rows]
+    depths = [depth for depth in TUNE_DEPTHS if depth < len(corpus)] or [len(corpus) - 1]
+    _, exact = faiss.knn(queries, corpus, depths[-1] + 1, faiss.METRIC_INNER_PRODUCT)
+    table, start, short = {}, 1, []
+    for depth in depths:
+        truth = _self_excluded(rows, exact, depth)
 
-    def recall_at_nprobe() -> float:
-        found = _self_excluded(rows, index._search_rows(queries, k + 1)[1], k)
-        hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth, strict=True))
-        return hits / (len(rows) * k)
+        def recall_at(nprobe: int, depth: int = depth, truth: list = truth) -> float:
+            probe = IvfPinIndex(index.index, index.pin_ids, {depth + 1: nprobe})
+            found = _self_excluded(rows, probe._search_rows(queries, depth + 1)[1], depth)
+            hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth, strict=True))
+            return hits / (len(rows) * depth)
 
-    target, recall, last = config.ivf_target_recall, 0.0, 0.0
-    index.nprobe = 1
-    while True:
-        recall = recall_at_nprobe()
-        if recall >= target or index.nprobe >= index.lists:
-            break
-        if index.nprobe > 1 and recall - last < PLATEAU_GAIN:
-            index.nprobe //= 2  # the codes, not the lists, bound recall now
-            recall = last
-            break
-        last, index.nprobe = recall, min(2 * index.nprobe, index.lists)
-    if recall < target:
+        table[depth], recall = _doubling_search(recall_at, start, index.lists, config)
+        start = table[depth]
+        if recall < config.ivf_target_recall:
+            short.append(f"recall@{depth} {recall:.3f}")
+    if short:
         warnings.warn(
-            f"pin index: IVF ({config.ivf_codes} codes) reaches recall@{TUNE_K} {recall:.3f} "
-            f"at best, short of ivf_target_recall {target}; use sq8 codes or HNSW "
+            f"pin index: IVF ({config.ivf_codes} codes) reaches {', '.join(short)} at best, "
+            f"short of ivf_target_recall {config.ivf_target_recall}; use sq8 codes or HNSW "
             "(raise ivf_min_pins).",
             stacklevel=3,
         )
-    elif index.nprobe * 4 > index.lists:
+    elif table[depths[0]] * 4 > index.lists:
         warnings.warn(
-            f"pin index: IVF needs {index.nprobe} of its {index.lists} lists per query for "
-            f"recall@{TUNE_K} {target}; these embeddings barely cluster, so a query scans much "
-            "of the corpus (slower than exact search). Raise ivf_min_pins (HNSW) or "
-            "exact_max_pins instead.",
+            f"pin index: IVF needs {table[depths[0]]} of its {index.lists} lists per query for "
+            f"recall@{depths[0]} {config.ivf_target_recall}; these embeddings barely cluster, "
+            "so a query scans much of the corpus (slower than exact search). Raise "
+            "ivf_min_pins (HNSW) or exact_max_pins instead.",
             stacklevel=3,
         )
-    return index.nprobe
+    return table
+
+
+def _doubling_search(
+    recall_at: Callable[[int], float], start: int, lists: int, config: IndexConfig
+) -> tuple[int, float]:
+    """(nprobe, its recall): doubling from `start` until the target, a plateau or all lists."""
+    nprobe, recall, last = start, 0.0, -1.0
+    while True:
+        recall = recall_at(nprobe)
+        if recall >= config.ivf_target_recall or nprobe >= lists:
+            return nprobe, recall
+        if last >= 0 and recall - last < PLATEAU_GAIN:  # the codes, not the lists, bound it
+            return nprobe // 2, last
+        last, nprobe = recall, min(2 * nprobe, lists)
 
 
 def build_pin_index(pin_ids: np.ndarray, embeddings: np.ndarray, config: IndexConfig) -> PinIndex:
@@ -389,7 +409,7 @@ def load_pin_index(out_dir: Path) -> PinIndex:
     if meta["kind"] == HnswPinIndex.kind:
         return HnswPinIndex(index, pin_ids, int(meta["ef_search"]))
     if meta["kind"] == IvfPinIndex.kind:
-        return IvfPinIndex(index, pin_ids, int(meta["nprobe"]))
+        return IvfPinIndex(index, pin_ids, {int(d): int(n) for d, n in meta["nprobe"].items()})
     raise SchemaError(
         f"{meta_path}: kind {meta['kind']!r} is not one of flat_ip, hnsw_ip, ivf_hnsw"
     )

@@ -109,7 +109,7 @@ def test_save_load_round_trip(corpus: tuple[np.ndarray, ...], tmp_path: Path) ->
         loaded = load_pin_index(tmp_path / kind.kind)
         assert type(loaded) is kind and loaded.exact == kind.exact
         if isinstance(index, IvfPinIndex):  # nprobe lives in the meta file, not in faiss's
-            assert loaded.nprobe == index.nprobe == 4 and loaded.lists == index.lists
+            assert loaded.nprobe == index.nprobe == {100: 4} and loaded.lists == index.lists
         for before, after in zip(
             index.search(queries, 20), loaded.search(queries, 20), strict=True
         ):
@@ -146,7 +146,8 @@ def test_ivf_recall_at_100_against_exact_and_its_memory(codes: str, min_recall: 
     )
     recall = np.mean([len(set(a) & set(e)) / 100 for a, e in zip(approximate, exact, strict=True)])
     assert recall >= min_recall, f"IVF {codes} recall@100 {recall:.3f}"
-    assert 1 <= ivf.nprobe < ivf.lists  # tuned: not every list, recall reached or at its plateau
+    # tuned: not every list, recall reached or at its plateau; a deeper fetch scans more lists
+    assert list(ivf.nprobe) == [100, 500] and 1 <= ivf.nprobe[100] <= ivf.nprobe[500] < ivf.lists
     sq8_floor = len(corpus) * (32 + 8)  # E=32: one byte per dimension, plus an 8-byte id
     index_bytes = faiss.serialize_index(ivf.index).nbytes
     if codes == "sq8":
@@ -162,7 +163,7 @@ def test_ivf_warns_when_the_corpus_does_not_cluster() -> None:
     config = IndexConfig(exact_max_pins=100, ivf_min_pins=1000)
     with pytest.warns(UserWarning, match="barely cluster"):
         ivf = build_pin_index(np.arange(4_000), vectors, config)
-    assert isinstance(ivf, IvfPinIndex) and ivf.nprobe * 4 > ivf.lists
+    assert isinstance(ivf, IvfPinIndex) and ivf.nprobe[100] * 4 > ivf.lists
 
 
 def test_ivf_warns_when_its_codes_cannot_reach_the_target() -> None:
@@ -173,11 +174,17 @@ def test_ivf_warns_when_its_codes_cannot_reach_the_target() -> None:
     )
     with pytest.warns(UserWarning, match="short of ivf_target_recall"):
         ivf = build_pin_index(np.arange(20_000), vectors, config)
-    assert isinstance(ivf, IvfPinIndex) and 1 <= ivf.nprobe < ivf.lists
+    assert isinstance(ivf, IvfPinIndex) and 1 <= ivf.nprobe[100] < ivf.lists
 
 
 def test_ivf_scans_more_lists_for_a_deeper_fetch(corpus: tuple[np.ndarray, ...]) -> None:
-    """nprobe is tuned for the top 100; serving's 500 candidates scan five times the lists."""
+    """A fetch uses the nprobe of the smallest tuned depth covering it; past the deepest, that
+    nprobe per `depth` rows; never more than every list."""
     pin_ids, vectors, _ = corpus
-    ivf = IvfPinIndex.build(pin_ids, vectors, IndexConfig(ivf_nprobe=2, ivf_lists=8))
-    assert [ivf.probes(fetch) for fetch in (10, 100, 149, 500, 5000)] == [2, 2, 2, 8, 8]
+    ivf = IvfPinIndex.build(pin_ids, vectors, IndexConfig(ivf_nprobe=2, ivf_lists=16))
+    assert ivf.nprobe == {100: 2}
+    assert [ivf.probes(fetch) for fetch in (10, 100, 101, 250, 5000)] == [2, 2, 4, 6, 16]
+    table = IvfPinIndex(ivf.index, ivf.pin_ids, {100: 2, 500: 6})
+    assert [table.probes(fetch) for fetch in (100, 101, 500, 501, 2000)] == [2, 6, 6, 12, 16]
+    with pytest.raises(ConfigError, match="nprobe"):
+        IvfPinIndex(ivf.index, ivf.pin_ids, {100: 0})
