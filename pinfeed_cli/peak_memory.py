@@ -18,23 +18,29 @@ GIB = 2**30
 
 
 def tree_rss(root: psutil.Process) -> int:
-    """Bytes resident in `root` and its descendants (processes that exit mid-read count 0)."""
+    """Bytes resident in `root` and its descendants (processes that exit or cannot be read
+    mid-walk count 0; a tree that cannot be listed at all counts `root` alone)."""
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        tree = [root]
     total = 0
-    for process in [root, *root.children(recursive=True)]:
+    for process in tree:
         try:
             total += process.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except psutil.Error:
             continue
     return total
 
 
 class PeakRss:
-    """`with PeakRss() as peak: ...` then `peak.gib`: the largest tree RSS seen meanwhile."""
+    """`with PeakRss() as peak: ...` then `peak.gib`: the largest tree RSS seen meanwhile
+    (of this process by default, or of `root`)."""
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 0.5, root: psutil.Process | None = None) -> None:
         self.interval_s = interval_s
         self.peak_bytes = 0
-        self._root = psutil.Process()
+        self._root = root or psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
 

@@ -13,8 +13,8 @@ embeddings, i.e. cosine similarities.
   sample (`ivf_train_points_per_list` per list), so it builds in seconds where HNSW takes minutes.
   How many lists a query scans (nprobe) is tuned at build time on the corpus itself: the
   fewest whose recall@k against the exact top-k reaches `ivf_target_recall`, at k = 100 and
-  at serving's 500 candidates (faiss's AutoTune idea, on one knob), because the right value
-  depends on how the pins cluster and on how deep a search goes.
+  at the depths serving fetches (`TUNE_DEPTHS`; faiss's AutoTune idea, on one knob), because
+  the right value depends on how the pins cluster and on how deep a search goes.
 `build_pin_index` picks one by corpus size (`IndexConfig.exact_max_pins`, `ivf_min_pins`).
 
 Exclusion (pins the user already engaged with) is done by over-fetching: one faiss search of
@@ -50,8 +50,11 @@ from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 
 MISSING_PIN = -1
 TUNE_QUERIES = 256  # pins used as queries when tuning IVF's nprobe
-TUNE_DEPTHS = (100, 500)  # fetch depths IVF's nprobe is tuned at: a top 100, serving's 500
-PLATEAU_GAIN = 0.005  # recall@100 gained by doubling nprobe below which tuning stops
+TUNE_DEPTHS = (100, 250, 500, 1000)
+"""Fetch depths IVF's nprobe is tuned at: a top 100 and serving's per-query fetches (500
+candidates over 3 queries: 167, 334 or 501 rows plus exclusions use the 250, 500, 1000 rows)."""
+PLATEAU_GAIN = 0.005  # recall gained by doubling nprobe below which tuning stops
+BARELY_CLUSTERED = 4  # warn when the top 100 needs more than 1/this of the lists
 
 
 class IndexConfig(FrozenModel):
@@ -74,10 +77,10 @@ class IndexConfig(FrozenModel):
     ivf_nprobe: int = Field(
         0,
         ge=0,
-        description="IVF lists scanned per query; 0 = the fewest reaching ivf_target_recall.",
+        description="IVF lists scanned per 100 rows fetched; 0 = tuned per fetch depth.",
     )
     ivf_target_recall: float = Field(
-        0.95, gt=0, le=1, description="recall@100 vs exact that an auto-tuned nprobe must reach."
+        0.95, gt=0, le=1, description="recall@k vs exact that tuned nprobes reach, per depth k."
     )
     ivf_codes: Literal["sq8", "pq"] = Field(
         "sq8", description="IVF codes: sq8 (E bytes/pin) or pq (E/4 bytes/pin, lower recall)."
@@ -295,9 +298,9 @@ class IvfPinIndex(PinIndex):
         index.train(matrix)
         index.add(matrix)
         built = cls(index, ids, {TUNE_DEPTHS[0]: config.ivf_nprobe or 1})
-        if not config.ivf_nprobe:
-            built.nprobe = _tuned_nprobe(built, matrix, config)
-        return built
+        if config.ivf_nprobe:
+            return built
+        return cls(index, ids, _tuned_nprobe(built, matrix, config))
 
     def probes(self, fetch: int) -> int:
         """Lists scanned for a fetch of `fetch` rows (at most all of them)."""
@@ -332,6 +335,8 @@ def _tuned_nprobe(index: IvfPinIndex, corpus: np.ndarray, config: IndexConfig) -
     Queries: `TUNE_QUERIES` pins of the corpus (query and pin towers share one space), each
     one's own pin left out of both lists so that it does not count as a hit.
     """
+    if len(corpus) < 2:  # nothing to rank: scan everything
+        return {1: index.lists}
     rows = np.random.default_rng(0).choice(len(corpus), min(TUNE_QUERIES, len(corpus)), False)
     queries = corpus[rows]
     depths = [depth for depth in TUNE_DEPTHS if depth < len(corpus)] or [len(corpus) - 1]
@@ -351,17 +356,19 @@ def _tuned_nprobe(index: IvfPinIndex, corpus: np.ndarray, config: IndexConfig) -
         if recall < config.ivf_target_recall:
             short.append(f"recall@{depth} {recall:.3f}")
     if short:
+        remedy = "use sq8 codes or HNSW" if config.ivf_codes == "pq" else "use HNSW"
         warnings.warn(
             f"pin index: IVF ({config.ivf_codes} codes) reaches {', '.join(short)} at best, "
-            f"short of ivf_target_recall {config.ivf_target_recall}; use sq8 codes or HNSW "
-            "(raise ivf_min_pins).",
+            f"short of ivf_target_recall {config.ivf_target_recall}; {remedy} (raise "
+            "ivf_min_pins) or lower the target.",
             stacklevel=3,
         )
-    elif table[depths[0]] * 4 > index.lists:
+    first = table[depths[0]]
+    if index.lists >= 2 * BARELY_CLUSTERED and first * BARELY_CLUSTERED > index.lists:
         warnings.warn(
-            f"pin index: IVF needs {table[depths[0]]} of its {index.lists} lists per query for "
-            f"recall@{depths[0]} {config.ivf_target_recall}; these embeddings barely cluster, "
-            "so a query scans much of the corpus (slower than exact search). Raise "
+            f"pin index: IVF needs {first} of its {index.lists} lists per query for "
+            f"recall@{depths[0]} near {config.ivf_target_recall}; these embeddings barely "
+            "cluster, so a query scans much of the corpus (slower than exact search). Raise "
             "ivf_min_pins (HNSW) or exact_max_pins instead.",
             stacklevel=3,
         )
@@ -409,7 +416,9 @@ def load_pin_index(out_dir: Path) -> PinIndex:
     if meta["kind"] == HnswPinIndex.kind:
         return HnswPinIndex(index, pin_ids, int(meta["ef_search"]))
     if meta["kind"] == IvfPinIndex.kind:
-        return IvfPinIndex(index, pin_ids, {int(d): int(n) for d, n in meta["nprobe"].items()})
+        nprobe = meta["nprobe"]  # {depth: lists}; a bare number (first version) is per 100 rows
+        table = {100: nprobe} if isinstance(nprobe, int) else nprobe
+        return IvfPinIndex(index, pin_ids, {int(d): int(n) for d, n in table.items()})
     raise SchemaError(
         f"{meta_path}: kind {meta['kind']!r} is not one of flat_ip, hnsw_ip, ivf_hnsw"
     )
