@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_online                    # 300 requests per backend
     python -m benchmarks.bench_online --requests 1000 --candidates 500
+    python -m benchmarks.bench_online --cluster          # and on a 3-master Redis Cluster
 
 Three ways to read ranking_v1's features for the same rows:
 - Feast on Redis: `feature_store.store.online_features(store, "ranking_v1", rows)`
@@ -9,6 +10,10 @@ Three ways to read ranking_v1's features for the same rows:
 - raw Redis, the floor: one pipeline of HMGETs on the keys and hash fields Feast wrote (one per
   entity, every field of its views), protobuf values decoded to Python values;
 - Feast on SQLite;
+- with `--cluster`, the Redis readers again on a three-master Redis Cluster
+  (`$REDIS_CLUSTER_URL`, a `redis+cluster://` URL, else one the benchmark starts on loopback
+  with `pinfeed.redis_server.RedisClusterProcess`): Feast's keys spread over the slots, so one
+  request's 502 keys are one pipelined round trip per master instead of one;
 - pinfeed's lookup path (what the Recommender does), on Redis and SQLite: the user's row through
   Feast plus the candidate and query pins from the in-memory pin cache
   (`serving.stages.pin_cache`), filled once before timing. Against "Feast get_online_features"
@@ -22,16 +27,17 @@ between registry refreshes) is present.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
@@ -41,6 +47,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 from benchmarks.feast_setup import END, make_home, percentile_ms, write_tables
 from benchmarks.redis import bench_redis
 from feature_repo import store as feature_store
+from pinfeed.connection import redis_client
+from pinfeed.redis_server import RedisClusterProcess
 from serving.stages.online import read_rows
 from serving.stages.pin_cache import PinFeatureCache, load_pin_cache
 
@@ -70,7 +78,7 @@ class RawRedisReader:
     field per `view:feature` (murmur3) plus `_ts:<view>`; values are feast Value protos."""
 
     def __init__(self, store: FeatureStore, url: str):
-        self.client = redis.Redis.from_url(url)
+        self.client = redis_client(url)
         self.keys: dict[tuple[str, int], bytes] = {}
         self.project = store.project.encode()
         service = store.get_feature_service(SERVICE)
@@ -215,30 +223,18 @@ def open_materialised(root: Path, name: str, url: str | None) -> FeatureStore:
     return store
 
 
-def run(count: int, candidates: int) -> str:
+def run(count: int, candidates: int, cluster: bool) -> str:
     batch = requests(count + WARMUP, candidates, seed=0)
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         with bench_redis() as url:
-            redis_store = open_materialised(root, "redis", url)
-            raw = RawRedisReader(redis_store, url)
-            check = batch[0]
-            feast_values = feature_store.online_features(redis_store, SERVICE, check)
-            for name, values in raw.read(check).items():
-                assert np.allclose(values, feast_values[name]), name
-            results["raw Redis pipeline (floor)"] = measure(raw.read, batch)
-            results["raw Redis pipeline, bytes only (network floor)"] = measure(
-                raw.read_bytes, batch
-            )
-            results["Feast get_online_features, Redis"] = measure(
-                lambda r: feature_store.online_features(redis_store, SERVICE, r), batch
-            )
-            cached = CachedPinReader(redis_store)
-            check_cached(cached, feast_values, check)
-            results["pinfeed: Feast user row + pin cache, Redis"] = measure(cached.read, batch)
-            redis_store.teardown()
+            results |= measure_redis(root / "redis", url, batch, "Redis")
+        if cluster:
+            with bench_cluster(root / "cluster") as url:
+                results |= measure_redis(root / "on-cluster", url, batch, "Redis Cluster")
         sqlite_store = open_materialised(root, "sqlite", None)
+        check = batch[0]
         results["Feast get_online_features, SQLite"] = measure(
             lambda r: feature_store.online_features(sqlite_store, SERVICE, r), batch
         )
@@ -248,8 +244,44 @@ def run(count: int, candidates: int) -> str:
     return table(results, count, candidates)
 
 
+def measure_redis(root: Path, url: str, batch: list[Request], label: str) -> dict[str, list[float]]:
+    """The floor, Feast and pinfeed's lookup path on the Redis at `url`, each checked to read
+    the values Feast reads."""
+    store = open_materialised(root, "home", url)
+    raw = RawRedisReader(store, url)
+    check = batch[0]
+    feast_values = feature_store.online_features(store, SERVICE, check)
+    for name, values in raw.read(check).items():
+        assert np.allclose(values, feast_values[name]), name
+    results = {
+        f"raw Redis pipeline, {label} (floor)": measure(raw.read, batch),
+        f"raw Redis pipeline, bytes only, {label} (network floor)": measure(raw.read_bytes, batch),
+        f"Feast get_online_features, {label}": measure(
+            lambda r: feature_store.online_features(store, SERVICE, r), batch
+        ),
+    }
+    cached = CachedPinReader(store)
+    check_cached(cached, feast_values, check)
+    results[f"pinfeed: Feast user row + pin cache, {label}"] = measure(cached.read, batch)
+    store.teardown()
+    return results
+
+
+@contextmanager
+def bench_cluster(workdir: Path) -> Iterator[str]:
+    """`$REDIS_CLUSTER_URL` when set, else a three-master cluster on loopback for the run."""
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        yield os.environ["REDIS_CLUSTER_URL"]
+        return
+    cluster = RedisClusterProcess(workdir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
 def table(results: dict[str, list[float]], count: int, candidates: int) -> str:
-    floor = np.percentile(results["raw Redis pipeline (floor)"], 50)
+    floor = np.percentile(results["raw Redis pipeline, Redis (floor)"], 50)
     lines = [
         f"1 user + {candidates} pins + 1 query pin, ranking_v1 ({count} requests after {WARMUP}"
         " warm-up)",
@@ -264,16 +296,37 @@ def table(results: dict[str, list[float]], count: int, candidates: int) -> str:
             f"{np.percentile(seconds, 50) / floor:.2f}x | {percentile_ms(seconds[:fifth], 50):.1f}"
             f" | {percentile_ms(seconds[-fifth:], 50):.1f} |"
         )
+    lines += cluster_ratios(results)
     return "\n".join(lines)
+
+
+def cluster_ratios(results: dict[str, list[float]]) -> list[str]:
+    """Per reader, the cluster's p50 and p99 over one server's (the issue's bar: <= 1.5x)."""
+    pairs = [
+        (name, name.replace(", Redis", ", Redis Cluster"))
+        for name in results
+        if ", Redis" in name and name.replace(", Redis", ", Redis Cluster") in results
+    ]
+    if not pairs:
+        return []
+    lines = ["", "| reader | cluster / single p50 | cluster / single p99 |", "|---|---:|---:|"]
+    for single, cluster in pairs:
+        p50 = np.percentile(results[cluster], 50) / np.percentile(results[single], 50)
+        p99 = np.percentile(results[cluster], 99) / np.percentile(results[single], 99)
+        lines.append(f"| {single.replace(', Redis', '')} | {p50:.2f}x | {p99:.2f}x |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="timed requests per reader")
     parser.add_argument("--candidates", type=int, default=500, help="candidate pins per request")
+    parser.add_argument(
+        "--cluster", action="store_true", help="also measure on a 3-master Redis Cluster"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    print(run(args.requests, args.candidates))
+    print(run(args.requests, args.candidates, args.cluster))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_features": ["--preset", "small"],
     "bench_materialize": [],
     "bench_historical": [],
-    "bench_online": ["--requests", "300"],
+    "bench_online": ["--requests", "300", "--cluster"],
     "bench_retrieval_train": ["--epochs", "3"],
     "bench_retrieval_mask": ["--repeats", "50"],
     "bench_retrieval_infer": ["--threads", "1"],

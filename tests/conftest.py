@@ -9,7 +9,16 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests.support.redis import PROJECT_PREFIX, TEST_DB, RedisEndpoint, RedisProcess, answers
+from tests.support.redis import (
+    PROJECT_PREFIX,
+    TEST_DB,
+    TEST_REDIS_ENV,
+    RedisClusterProcess,
+    RedisEndpoint,
+    RedisProcess,
+    RedisService,
+    answers,
+)
 
 # The same generated cases on every run, so CI never sees a case no one can reproduce (a failure
 # prints its reproduction blob); `HYPOTHESIS_PROFILE=explore make test` searches new ones.
@@ -30,9 +39,23 @@ def no_project_environment() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def redis_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisEndpoint]:
-    """A real Redis: 127.0.0.1:6379 (database 13) when it answers, else our own server. On the
-    shared server the session deletes only the keys it wrote: its Feast projects' keys."""
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A real three-master Redis Cluster of the session's own (started when first asked for)."""
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_endpoint(request: pytest.FixtureRequest) -> Iterator[RedisService]:
+    """A real Redis: 127.0.0.1:6379 (database 13) when it answers, else our own server; the
+    session's Redis Cluster with PINFEED_TEST_REDIS=cluster. On the shared server the session
+    deletes only the keys it wrote: its Feast projects' keys."""
+    tmp_path_factory = request.getfixturevalue("tmp_path_factory")
+    if os.environ.get(TEST_REDIS_ENV) == "cluster":
+        yield request.getfixturevalue("redis_cluster")
+        return
     if answers("127.0.0.1", 6379):
         endpoint = RedisEndpoint("127.0.0.1", 6379, TEST_DB)
         yield endpoint

@@ -22,8 +22,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from pinfeed.attribution import CREDITS, Credited, ItemKey
+from pinfeed.connection import RedisConnection
 from pinfeed.errors import PinfeedError
-from pinfeed.traffic.feedback_log import redis_client, traffic_key
+from pinfeed.traffic.feedback_log import traffic_key
 from pinfeed.traffic.served import SERVED_DB, sqlite_connection
 
 LOCK_TIMEOUT_S = 10.0
@@ -104,16 +105,18 @@ class LocalCreditLedger(CreditLedger):
 
 class RedisCreditLedger(CreditLedger):
     def __init__(self, url: str, project: str, ttl_s: float) -> None:
-        self.client = redis_client(url)
+        self.connection = RedisConnection(url)
         self.project = project
         self.ttl_s = max(int(ttl_s), 1)
 
     def _key(self, request_id: int) -> str:
-        return f"{traffic_key(self.project, 'credit')}:{request_id}"
+        return (
+            f"{traffic_key(self.project, 'credit', cluster=self.connection.cluster)}:{request_id}"
+        )
 
     def credited(self, keys: list[ItemKey]) -> Credited:
         unique = sorted(set(keys))
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.connection.client.pipeline(transaction=False)
         for request_id, pin_id in unique:
             pipe.hmget(self._key(request_id), [f"{pin_id}:{c}" for c in CREDITS])
         given: dict[str, set[ItemKey]] = defaultdict(set)
@@ -124,7 +127,7 @@ class RedisCreditLedger(CreditLedger):
         return Credited(*(frozenset(given[c]) for c in CREDITS))
 
     def add(self, new: Credited) -> None:
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.connection.client.pipeline(transaction=True)
         for request_id, pin_id, credit in new.claims():
             pipe.hset(self._key(request_id), f"{pin_id}:{credit}", 1)
             pipe.expire(self._key(request_id), self.ttl_s)
@@ -132,8 +135,8 @@ class RedisCreditLedger(CreditLedger):
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        lock = self.client.lock(
-            traffic_key(self.project, "reward-lock"),
+        lock = self.connection.client.lock(
+            traffic_key(self.project, "reward-lock", cluster=self.connection.cluster),
             timeout=LOCK_LEASE_S,
             blocking_timeout=LOCK_TIMEOUT_S,
         )

@@ -9,7 +9,9 @@
 
 Both give every event an id (`FeedbackRecord.event_id`) that the 202 returns, so a client can
 check that what it was told is recorded is there (`read_all`). Redis keys carry the Feast
-project's name (`traffic_key`), so two projects on one server never share a stream.
+project's name (`traffic_key`), so two projects on one server never share a stream. On a Redis
+Cluster the name is a hash tag (`{project}`): every traffic key of a project lands in one slot,
+so the served log's and the ledger's transactions, which span several keys, stay legal there.
 """
 
 from __future__ import annotations
@@ -21,26 +23,15 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict
 from pathlib import Path
 
-import redis
-
-from pinfeed.errors import ConfigError
+from pinfeed.connection import RedisConnection
 from pinfeed.traffic.records import FeedbackRecord
 
-REDIS_TIMEOUT_S = 2.0
 
-
-def traffic_key(project: str, name: str) -> str:
-    """The Redis key of one traffic structure of `project` (`pinfeed:<name>:<project>`)."""
-    return f"pinfeed:{name}:{project}"
-
-
-def redis_client(url: str) -> redis.Redis:
-    """A client that gives up after `REDIS_TIMEOUT_S` instead of hanging on a dead server."""
-    if not url.startswith(("redis://", "rediss://")):
-        raise ConfigError(f"redis_url: {url!r} is not a redis:// URL")
-    return redis.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+def traffic_key(project: str, name: str, *, cluster: bool = False) -> str:
+    """The Redis key of one traffic structure of `project`: `pinfeed:<name>:<project>`, or
+    `pinfeed:<name>:{<project>}` on a cluster (one hash slot per project). A single server keeps
+    the plain name, so the streams a deployment already holds stay where its readers look."""
+    return f"pinfeed:{name}:{{{project}}}" if cluster else f"pinfeed:{name}:{project}"
 
 
 class FeedbackLog(ABC):
@@ -87,11 +78,11 @@ class LocalFeedbackLog(FeedbackLog):
 
 class RedisFeedbackLog(FeedbackLog):
     def __init__(self, url: str, project: str) -> None:
-        self.client = redis_client(url)
-        self.stream = traffic_key(project, "feedback")
+        self.connection = RedisConnection(url)
+        self.stream = traffic_key(project, "feedback", cluster=self.connection.cluster)
 
     def append(self, records: list[FeedbackRecord]) -> list[FeedbackRecord]:
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.connection.client.pipeline(transaction=True)
         for record in records:
             pipe.xadd(self.stream, {"record": json.dumps(asdict(record))})
         ids = pipe.execute()
@@ -99,7 +90,7 @@ class RedisFeedbackLog(FeedbackLog):
 
     def read_all(self) -> list[FeedbackRecord]:
         out = []
-        for stream_id, fields in self.client.xrange(self.stream):
+        for stream_id, fields in self.connection.client.xrange(self.stream):
             data = json.loads(fields[b"record"])
             out.append(FeedbackRecord(**{**data, "event_id": stream_id.decode()}))
         return out

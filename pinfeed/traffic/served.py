@@ -27,14 +27,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from pinfeed.attribution import ItemKey
-from pinfeed.traffic.feedback_log import redis_client, traffic_key
+from pinfeed.connection import RedisConnection
+from pinfeed.traffic.feedback_log import traffic_key
 from pinfeed.traffic.records import ServedItem
 
 SERVED_DB = "traffic.sqlite"
-TRAFFIC_STORE_ERRORS = (sqlite3.Error, redis.RedisError, OSError)
-"""What a traffic store raises when it is down, hung or full."""
+TRAFFIC_STORE_ERRORS = (sqlite3.Error, redis.RedisError, RedisClusterException, OSError)
+"""What a failing traffic store raises; a cluster client that finds no node answering raises
+`RedisClusterException`, which is not a `RedisError`, as well as the cluster's `RedisError`s
+(a down, hung or full store)."""
 
 
 def _item(data: dict) -> ServedItem:
@@ -151,19 +155,19 @@ class LocalServedLog(ServedLog):
 
 class RedisServedLog(ServedLog):
     def __init__(self, url: str, project: str, ttl_s: float) -> None:
-        self.client = redis_client(url)
+        self.connection = RedisConnection(url)
         self.project = project
-        self.stream = traffic_key(project, "served")
+        self.stream = traffic_key(project, "served", cluster=self.connection.cluster)
         self.ttl_s = max(int(ttl_s), 1)
 
     def _item_key(self, request_id: int) -> str:
-        return f"{traffic_key(self.project, 'served-items')}:{request_id}"
+        return f"{traffic_key(self.project, 'served-items', cluster=self.connection.cluster)}:{request_id}"
 
     def append(self, items: list[ServedItem]) -> None:
         by_request: dict[int, list[ServedItem]] = defaultdict(list)
         for item in items:
             by_request[item.request_id].append(item)
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.connection.client.pipeline(transaction=True)
         for request_id, group in by_request.items():
             pipe.xadd(self.stream, {"items": json.dumps([asdict(i) for i in group])})
             key = self._item_key(request_id)
@@ -174,7 +178,7 @@ class RedisServedLog(ServedLog):
 
     def lookup(self, keys: list[ItemKey]) -> dict[ItemKey, ServedItem]:
         unique = sorted(set(keys))
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.connection.client.pipeline(transaction=False)
         for request_id, pin_id in unique:
             pipe.hget(self._item_key(request_id), str(pin_id))
         found = {}
@@ -186,7 +190,7 @@ class RedisServedLog(ServedLog):
     def read_all(self) -> list[ServedItem]:
         seen: set[ItemKey] = set()
         out = []
-        for _, fields in self.client.xrange(self.stream):
+        for _, fields in self.connection.client.xrange(self.stream):
             for data in json.loads(fields[b"items"]):
                 item = _item(data)
                 if (item.request_id, item.pin_id) not in seen:  # first answer wins, as locally

@@ -97,8 +97,14 @@ def connect(home: ProjectHome, redis_url: str | None, timeout_s: float = 0.25) -
     if store.config.online_store.type == "redis":
         # Feast builds its Redis client lazily and exposes no retry setting: build it now and
         # set the policy (redis-py's public `set_retry`). A Feast upgrade touches only this.
+        # A cluster client connects as it is built: with the cluster down, the replica starts
+        # anyway and Feast builds the client on a later read, with redis-py's default retries
+        # (the breaker still bounds what a request waits).
         online = store._get_provider().online_store
-        client = online._get_client(store.config.online_store)
+        try:
+            client = online._get_client(store.config.online_store)
+        except STORE_ERRORS:
+            return store
         client.set_retry(Retry(NoBackoff(), retries=0))
     return store
 

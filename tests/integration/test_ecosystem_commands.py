@@ -30,7 +30,7 @@ from serving.config import DEPLOYMENT_NAMES
 from serving.stages.feedback import FEEDBACK_LOG
 from tests.support.homes import shared_serving_home, users_with_clusters
 from tests.support.ray_head import BIN, RayHead, clean_environment, ray_head
-from tests.support.redis import RedisProcess, free_port
+from tests.support.redis import RedisProcess, RedisService, free_port
 from tests.support.serving import call
 
 pytestmark = pytest.mark.slow
@@ -99,10 +99,20 @@ def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subp
         process.wait(timeout=10)
 
 
+@pytest.fixture(params=["single", "cluster"])
+def redis_service(request: pytest.FixtureRequest) -> RedisService:
+    """A Redis server of the test's own, then the session's three-master Redis Cluster."""
+    if request.param == "cluster":
+        return request.getfixturevalue("redis_cluster")
+    server: RedisProcess = request.getfixturevalue("own_redis")
+    return server.endpoint
+
+
 def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
-    home: ProjectHome, own_redis: RedisProcess, tmp_path: Path
+    home: ProjectHome, redis_service: RedisService, tmp_path: Path
 ) -> None:
-    url = own_redis.endpoint.url
+    url = redis_service.url
+    cluster = url.startswith("redis+cluster://")
     loaded = CliRunner().invoke(
         cli, ["features", "materialize", "--home", str(home.root)], env={"REDIS_URL": url}
     )
@@ -124,15 +134,16 @@ def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
         status, accepted = call(f"{base}/feedback", {"events": events})
         assert status == 202 and accepted["accepted"] == 2, accepted
         project = open_store(home).project
-        client = own_redis.endpoint.client()
+        client = redis_service.client()
         in_redis = {r.event_id for r in RedisFeedbackLog(url, project).read_all()}
         assert set(accepted["event_ids"]) <= in_redis, (accepted["event_ids"], in_redis)
         deadline = time.monotonic() + 60
-        while client.xlen(traffic_key(project, "served")) == 0:
+        while client.xlen(traffic_key(project, "served", cluster=cluster)) == 0:
             assert time.monotonic() < deadline, "the served log never reached Redis"
             time.sleep(0.5)
         assert accepted["applied"] and accepted["unmatched"] == 0, accepted
-        assert list(client.scan_iter(match=f"{traffic_key(project, 'credit')}:*")), "ledger"
+        credit = traffic_key(project, "credit", cluster=cluster)
+        assert list(client.scan_iter(match=f"{credit}:*")), "ledger"
     local = [home.data / "serving" / name for name in (FEEDBACK_LOG, SERVED_DB)]
     assert not [path for path in local if path.exists()], "traffic state went to local files"
     assert not (home.feast / "online_store.db").exists(), "an online store was made in SQLite"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+import yaml
 from feast import FeatureStore, FeatureView
 from feast.repo_operations import get_repo_files
 
@@ -23,7 +24,7 @@ from feature_repo.tables import TABLES
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from tests.support.homes import make_home
-from tests.support.redis import RedisEndpoint
+from tests.support.redis import RedisService
 from tests.support.tables import EMBED_3, EMBED_7, T0, write_tables
 
 
@@ -34,13 +35,23 @@ def home(tmp_path: Path) -> ProjectHome:
     return home
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+REDIS_FLAVOURS = {"redis": "redis_endpoint", "redis_cluster": "redis_cluster"}
+"""Online store flavour -> the session fixture serving it (one server, a three-master cluster)."""
+FLAVOURS = ["sqlite", *(pytest.param(name, marks=pytest.mark.redis) for name in REDIS_FLAVOURS)]
+
+
+def flavour_url(request: pytest.FixtureRequest, flavour: str) -> str | None:
+    """The Redis URL of `flavour`, None for SQLite."""
+    if flavour == "sqlite":
+        return None
+    service: RedisService = request.getfixturevalue(REDIS_FLAVOURS[flavour])
+    return service.url
+
+
+@pytest.fixture(params=FLAVOURS)
 def store(request: pytest.FixtureRequest, home: ProjectHome) -> Iterator[FeatureStore]:
-    """The home's store, applied, on SQLite or on the session's real Redis."""
-    redis_url = None
-    if request.param == "redis":
-        endpoint: RedisEndpoint = request.getfixturevalue("redis_endpoint")
-        redis_url = endpoint.url
+    """The home's store, applied, on SQLite, the session's real Redis or its Redis Cluster."""
+    redis_url = flavour_url(request, request.param)
     opened = feature_store.open_store(home, redis_url=redis_url)
     feature_store.apply_definitions(opened)
     yield opened
@@ -56,7 +67,9 @@ def feast_cli(
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     flavour: list[str] = []
     if redis_url:
-        flavour = ["-f", str(home.feature_repo / "feature_store.redis.yaml")]
+        cluster = redis_url.startswith("redis+cluster")
+        yaml = feature_store.REDIS_CLUSTER_YAML if cluster else feature_store.REDIS_YAML
+        flavour = ["-f", str(home.feature_repo / yaml)]
         env["PINFEED_FEAST_REDIS"] = feature_store.feast_connection_string(redis_url)
     result = subprocess.run(
         [str(feast), "-c", str(home.feature_repo), *flavour, *args],
@@ -99,24 +112,42 @@ def test_redis_url_becomes_feast_connection_string() -> None:
     )
     with pytest.raises(ConfigError, match="redis_url"):
         feature_store.feast_connection_string("http://cache:6379")
+    cluster = "redis+cluster://:pw@10.0.0.5:7000,10.0.0.6:7001"
+    assert feature_store.feast_connection_string(cluster, timeout_s=0.25) == (
+        "10.0.0.5:7000,10.0.0.6:7001,password=pw,socket_timeout=0.25,socket_connect_timeout=0.25"
+    )
+    with pytest.raises(ConfigError, match="database 0 only"):
+        feature_store.feast_connection_string("redis+cluster://10.0.0.5:7000/3")
+    with pytest.raises(ConfigError, match="several hosts need the redis\\+cluster"):
+        feature_store.feast_connection_string("redis://10.0.0.5:7000,10.0.0.6:7001")
+
+
+def test_the_cluster_config_is_the_redis_config_on_a_cluster() -> None:
+    """feature_store.redis_cluster.yaml differs from feature_store.redis.yaml only in
+    `redis_type`, so the two Redis flavours can never drift apart."""
+    single = yaml.safe_load((REPO / feature_store.REDIS_YAML).read_text())
+    cluster = yaml.safe_load((REPO / feature_store.REDIS_CLUSTER_YAML).read_text())
+    assert cluster["online_store"].pop("redis_type") == "redis_cluster"
+    assert single["online_store"].pop("redis_type") == "redis"
+    assert cluster == single
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flavour", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_cli_apply_then_materialize_incremental(
     flavour: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The ecosystem's way: `feast -c <repo> apply` and `materialize-incremental <ts>`, on the
     default file and on the Redis one (slow: each CLI call imports Feast afresh, 6-20 s on 2
     busy cores)."""
-    redis_url = request.getfixturevalue("redis_endpoint").url if flavour == "redis" else None
+    redis_url = flavour_url(request, flavour)
     home = make_home(tmp_path)
     now = datetime.now(UTC).replace(microsecond=0)
     write_tables(home, now - timedelta(days=1, hours=1))
     feast_cli(home, "apply", redis_url=redis_url)
     loaded = feast_cli(home, "materialize-incremental", now.isoformat(), redis_url=redis_url)
     said = re.sub(r"\x1b\[[0-9;]*m", "", loaded.stdout)  # Feast colours its words
-    assert f"into the {flavour} online store" in said, said
+    assert f"into the {flavour.removesuffix('_cluster')} online store" in said, said
     opened = feature_store.open_store(home, redis_url=redis_url)
     services = {service.name for service in opened.list_feature_services()}
     assert {"retrieval_v1", "ranking_v1", "serving_v1"} <= services

@@ -229,6 +229,11 @@ def test_cluster_yaml_is_a_valid_launcher_config() -> None:
     gpu = config["available_node_types"]["gpu_worker"]
     assert gpu["resources"]["GPU"] >= 1 and gpu["min_workers"] == 0 < gpu["max_workers"]
     assert any("make .venv/.installed" in c for c in config["setup_commands"])
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in config[key] if "ray start" in c)
+        # `ray job submit -- python ...` runs with the raylet's PATH: the venv's python first
+        exported = start.index("export PATH=$HOME/pinfeed/.venv/bin:$PATH")
+        assert exported < start.index("ray start"), key
 
 
 def test_default_config_file_is_the_built_in_default() -> None:

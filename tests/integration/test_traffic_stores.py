@@ -14,10 +14,11 @@ import pytest
 
 from pinfeed.attribution import Credited
 from pinfeed.traffic.credit import LocalCreditLedger, RedisCreditLedger
-from pinfeed.traffic.records import ServedItem
+from pinfeed.traffic.feedback_log import LocalFeedbackLog, RedisFeedbackLog, traffic_key
+from pinfeed.traffic.records import FeedbackRecord, ServedItem
 from pinfeed.traffic.served import LocalServedLog, RedisServedLog, ServedLog
 from serving.stages.served import ServedRecorder
-from tests.support.redis import PROJECT_PREFIX, RedisEndpoint
+from tests.support.redis import PROJECT_PREFIX
 
 
 def item(request_id: int, pin_id: int, position: int = 0, run_id: str = "run-a") -> ServedItem:
@@ -28,9 +29,19 @@ def item(request_id: int, pin_id: int, position: int = 0, run_id: str = "run-a")
     )  # fmt: skip
 
 
-@pytest.fixture(params=["local", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["local", "redis", "redis_cluster"])
+def backend(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture
+def redis_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of the backend's Redis (a server or a three-master cluster); unused locally."""
+    if backend == "local":
+        return ""
+    return request.getfixturevalue(
+        "redis_cluster" if backend == "redis_cluster" else "redis_endpoint"
+    ).url
 
 
 def served_log(backend: str, tmp_path: Path, project: str, url: str) -> ServedLog:
@@ -40,32 +51,35 @@ def served_log(backend: str, tmp_path: Path, project: str, url: str) -> ServedLo
 
 
 def test_served_log_keeps_the_first_answer_and_finds_items(
-    backend: str, tmp_path: Path, redis_endpoint: RedisEndpoint
+    backend: str, tmp_path: Path, redis_url: str
 ) -> None:
     project = f"{PROJECT_PREFIX}{uuid.uuid4().hex[:6]}"
-    log = served_log(backend, tmp_path, project, redis_endpoint.url)
+    log = served_log(backend, tmp_path, project, redis_url)
     log.append([item(1, 10, 0), item(1, 11, 1), item(2, 10, 0)])
     log.append([item(1, 10, 5, run_id="run-b")])  # a replayed request id
-    again = served_log(backend, tmp_path, project, redis_endpoint.url)  # another process
+    again = served_log(backend, tmp_path, project, redis_url)  # another process
     found = again.lookup([(1, 10), (1, 11), (3, 10)])
     assert set(found) == {(1, 10), (1, 11)}
     assert found[(1, 10)].run_id == "run-a" and found[(1, 11)].cluster_id is None
     assert found[(1, 11)].probabilities == (0.1, 0.2, 0.3, 0.4)
     assert [(i.request_id, i.pin_id) for i in again.read_all()] == [(1, 10), (1, 11), (2, 10)]
-    if backend == "redis":
-        ttl = redis_endpoint.client().ttl(f"pinfeed:served-items:{project}:1")
+    if isinstance(again, RedisServedLog):
+        cluster = backend == "redis_cluster"
+        key = f"{traffic_key(project, 'served-items', cluster=cluster)}:1"
+        assert key.startswith(f"pinfeed:served-items:{{{project}}}" if cluster else "pinfeed:")
+        ttl = again.connection.client.ttl(key)
         assert 0 < ttl <= 60
 
 
 def test_credit_ledger_is_shared_and_its_lock_serialises(
-    backend: str, tmp_path: Path, redis_endpoint: RedisEndpoint
+    backend: str, tmp_path: Path, redis_url: str
 ) -> None:
     project = f"{PROJECT_PREFIX}{uuid.uuid4().hex[:6]}"
 
     def ledger() -> LocalCreditLedger | RedisCreditLedger:
         if backend == "local":
             return LocalCreditLedger(tmp_path)
-        return RedisCreditLedger(redis_endpoint.url, project, ttl_s=60)
+        return RedisCreditLedger(redis_url, project, ttl_s=60)
 
     first, second = ledger(), ledger()
     first.add(Credited(shown=frozenset({(1, 10)}), hidden=frozenset({(1, 11)})))
@@ -88,6 +102,30 @@ def test_credit_ledger_is_shared_and_its_lock_serialises(
     for thread in threads:
         thread.join()
     assert order == ["a in", "a out", "b in", "b out"]
+
+
+def test_feedback_log_gives_ids_and_reads_back_in_order(
+    backend: str, tmp_path: Path, redis_url: str
+) -> None:
+    """What `/feedback` acknowledges is recorded under the id it returned, in append order,
+    and another instance (process) reads it back."""
+    project = f"{PROJECT_PREFIX}{uuid.uuid4().hex[:6]}"
+
+    def log() -> LocalFeedbackLog | RedisFeedbackLog:
+        if backend == "local":
+            return LocalFeedbackLog(tmp_path / "feedback.jsonl")
+        return RedisFeedbackLog(redis_url, project)
+
+    events = [
+        FeedbackRecord(
+            event_id="", request_id=1, pin_id=pin, kind="click",
+            event_ts="2026-11-25T12:00:00+00:00", user_id=7, dwell_s=12.5,
+        )
+        for pin in (10, 11, 12)
+    ]  # fmt: skip
+    written = log().append(events[:2]) + log().append(events[2:])
+    assert len({r.event_id for r in written}) == 3 and all(r.event_id for r in written)
+    assert log().read_all() == written
 
 
 class GatedLog(LocalServedLog):
