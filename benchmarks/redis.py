@@ -18,6 +18,11 @@ BENCH_URL = "redis://127.0.0.1:6379/14"
 def bench_redis() -> Iterator[str]:
     """The Redis URL to use, its database flushed on the way in and out."""
     url = os.environ.get("REDIS_URL") or BENCH_URL
+    if not url.startswith(("redis://", "rediss://")):
+        raise SystemExit(
+            "REDIS_URL: the benchmarks flush one server's database; for a Redis Cluster run "
+            "`python -m benchmarks.bench_online --cluster` (REDIS_CLUSTER_URL names one)"
+        )
     client = redis.Redis.from_url(url, socket_connect_timeout=1.0)
     try:
         client.ping()

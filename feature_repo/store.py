@@ -68,6 +68,11 @@ def feast_connection_string(redis_url: str, timeout_s: float | None = None) -> s
     Feast splits its string on commas and `=`, so a password holding a comma cannot be passed.
     """
     target = parse_redis_url(redis_url)
+    if any(":" in host for host, _ in target.nodes):
+        raise ConfigError(
+            "redis_url: Feast's connection string splits host:port on ':', so an IPv6 address "
+            "cannot be passed; use a host name"
+        )
     parts = [f"{host}:{port}" for host, port in target.nodes]
     if not target.cluster:
         parts.append(f"db={target.db}")
@@ -84,6 +89,10 @@ def feast_connection_string(redis_url: str, timeout_s: float | None = None) -> s
         parts.append("ssl=true")
     if timeout_s is not None:
         parts += [f"socket_timeout={timeout_s:g}", f"socket_connect_timeout={timeout_s:g}"]
+        if target.cluster:
+            # a client Feast builds itself (the cluster was down when serving connected) must
+            # not retry either: redis-py's cluster default retries 3 times with backoff
+            parts.append("cluster_error_retry_attempts=0")
     return ",".join(parts)
 
 
@@ -95,8 +104,11 @@ def repo_config(
     with the connection string derived from `redis_url` (socket timeouts of `timeout_s`, if
     given: serving sets them, batch jobs wait)."""
     name = SQLITE_YAML
+    cluster = bool(redis_url) and parse_redis_url(redis_url).cluster
     if redis_url:
-        name = REDIS_CLUSTER_YAML if parse_redis_url(redis_url).cluster else REDIS_YAML
+        name = REDIS_CLUSTER_YAML if cluster else REDIS_YAML
+    if cluster and not (home.feature_repo / name).exists():
+        name = REDIS_YAML  # a home copied before the cluster file existed: same config
     path = home.feature_repo / name
     if not path.exists():
         raise DataNotFoundError(
@@ -106,6 +118,7 @@ def repo_config(
     raw = yaml.safe_load(path.read_text())
     if redis_url:
         raw["online_store"]["connection_string"] = feast_connection_string(redis_url, timeout_s)
+        raw["online_store"]["redis_type"] = "redis_cluster" if cluster else "redis"
     config = RepoConfig(**raw)
     config.repo_path = home.feature_repo
     return config

@@ -21,9 +21,9 @@ Two kinds of Redis, told apart by the scheme (`parse_redis_url`):
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from urllib.parse import unquote
 
 import redis
@@ -67,11 +67,19 @@ def parse_redis_url(url: str) -> RedisTarget:
     """The target of `url` (see the module docstring), or a ConfigError naming what is wrong."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in _SCHEMES:
-        raise ConfigError(f"redis_url: {_redacted(url)!r} is not a Redis URL (like {_EXAMPLE})")
+        raise ConfigError(
+            f"redis_url: scheme {scheme if sep else ''!r} is not one of {sorted(_SCHEMES)} "
+            f"(like {_EXAMPLE})"
+        )
+    if "?" in rest or "#" in rest:
+        raise ConfigError(
+            "redis_url: query options (?...) are not supported: Feast's connection string "
+            "cannot carry them, so no part of pinfeed would honour them (percent-encode a ? or "
+            "# in a password: %3F, %23)"
+        )
     cluster, ssl = _SCHEMES[scheme]
     credentials, _, location = rest.rpartition("@")
     netloc, _, path = location.partition("/")
-    path = path.split("?", 1)[0]
     username, _, password = credentials.partition(":") if credentials else ("", "", "")
     db_text = path or "0"
     if not db_text.isdigit():
@@ -81,7 +89,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         raise ConfigError(f"redis_url: a Redis Cluster has database 0 only, not {db}")
     nodes = tuple(_node(part) for part in netloc.split(",") if part)
     if not nodes:
-        raise ConfigError(f"redis_url: {_redacted(url)!r} names no host (like {_EXAMPLE})")
+        raise ConfigError(f"redis_url: the URL names no host (like {_EXAMPLE})")
     if len(nodes) > 1 and not cluster:
         raise ConfigError(
             "redis_url: several hosts need the redis+cluster:// scheme (a Redis Cluster)"
@@ -117,18 +125,9 @@ def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis | 
 def _node(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":") if ":" in text else (text, "", "6379")
     if not host or not port.isdigit():
-        raise ConfigError(f"redis_url: node {text!r} is not host:port")
+        # the URL is not quoted: without an `@`, `user:password` reads as a node
+        raise ConfigError(f"redis_url: a node is not host:port (like {_EXAMPLE})")
     return host.strip("[]"), int(port)  # [::1]:6379 -> ::1
-
-
-def _redacted(url: str) -> str:
-    """`url` without its password, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not at:
-        return url
-    username = credentials.partition(":")[0]
-    return f"{scheme}{sep}{username}:***@{location}"
 
 
 class RedisConnection:
@@ -141,11 +140,17 @@ class RedisConnection:
         self.target = parse_redis_url(url)
         self._url = url
         self._timeout_s = timeout_s
+        self._client: redis.Redis | RedisCluster | None = None
+        self._lock = threading.Lock()  # this connection's own: others never wait on it
 
     @property
     def cluster(self) -> bool:
         return self.target.cluster
 
-    @cached_property
+    @property
     def client(self) -> redis.Redis | RedisCluster:
-        return redis_client(self._url, self._timeout_s)
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = redis_client(self._url, self._timeout_s)
+        return self._client

@@ -140,7 +140,7 @@ def _bindable(port: int) -> bool:
 
 class RedisClusterProcess:
     """A real Redis Cluster of `masters` server processes on loopback, no replicas: each node
-    takes an equal range of the 16,384 slots (`CLUSTER ADDSLOTSRANGE`) and the first meets the
+    takes an equal range of the 16,384 slots (`CLUSTER ADDSLOTS`) and the first meets the
     others (`CLUSTER MEET`), which is what `redis-cli --cluster create` does, without needing
     `redis-cli`."""
 
@@ -165,15 +165,20 @@ class RedisClusterProcess:
     def start(self, timeout_s: float = 30.0) -> str:
         """Start the nodes, join them and wait until every node reports `cluster_state:ok`; the
         cluster's URL."""
-        for node in self.nodes:
-            node.start()
         count = len(self.nodes)
-        for i, node in enumerate(self.nodes):
-            first, last = i * CLUSTER_SLOTS // count, (i + 1) * CLUSTER_SLOTS // count - 1
-            node.endpoint.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-        seed = self.nodes[0].endpoint.client()
-        for node in self.nodes[1:]:
-            seed.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        try:
+            for node in self.nodes:
+                node.start()
+            for i, node in enumerate(self.nodes):
+                slots = range(i * CLUSTER_SLOTS // count, (i + 1) * CLUSTER_SLOTS // count)
+                # ADDSLOTS with every slot listed: ADDSLOTSRANGE needs Redis 7
+                node.endpoint.client().execute_command("CLUSTER", "ADDSLOTS", *slots)
+            seed = self.nodes[0].endpoint.client()
+            for node in self.nodes[1:]:
+                seed.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        except (redis.RedisError, RuntimeError):
+            self.stop()
+            raise
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if all(_cluster_ok(node.endpoint.client(), count) for node in self.nodes):

@@ -24,7 +24,7 @@ from pathlib import Path
 from pinfeed.attribution import CREDITS, Credited, ItemKey
 from pinfeed.connection import RedisConnection
 from pinfeed.errors import PinfeedError
-from pinfeed.traffic.feedback_log import traffic_key
+from pinfeed.traffic.feedback_log import request_key, traffic_key
 from pinfeed.traffic.served import SERVED_DB, sqlite_connection
 
 LOCK_TIMEOUT_S = 10.0
@@ -110,9 +110,7 @@ class RedisCreditLedger(CreditLedger):
         self.ttl_s = max(int(ttl_s), 1)
 
     def _key(self, request_id: int) -> str:
-        return (
-            f"{traffic_key(self.project, 'credit', cluster=self.connection.cluster)}:{request_id}"
-        )
+        return request_key(self.project, "credit", request_id, cluster=self.connection.cluster)
 
     def credited(self, keys: list[ItemKey]) -> Credited:
         unique = sorted(set(keys))
@@ -127,7 +125,10 @@ class RedisCreditLedger(CreditLedger):
         return Credited(*(frozenset(given[c]) for c in CREDITS))
 
     def add(self, new: Credited) -> None:
-        pipe = self.connection.client.pipeline(transaction=True)
+        """One MULTI/EXEC on a single server; a plain pipeline on a cluster, where the
+        requests' keys sit on different masters (under the lock either way; a partial write
+        that fails leaves fewer credits recorded, as a failed transaction leaves none)."""
+        pipe = self.connection.client.pipeline(transaction=not self.connection.cluster)
         for request_id, pin_id, credit in new.claims():
             pipe.hset(self._key(request_id), f"{pin_id}:{credit}", 1)
             pipe.expire(self._key(request_id), self.ttl_s)

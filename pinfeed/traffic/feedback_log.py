@@ -10,8 +10,9 @@
 Both give every event an id (`FeedbackRecord.event_id`) that the 202 returns, so a client can
 check that what it was told is recorded is there (`read_all`). Redis keys carry the Feast
 project's name (`traffic_key`), so two projects on one server never share a stream. On a Redis
-Cluster the name is a hash tag (`{project}`): every traffic key of a project lands in one slot,
-so the served log's and the ledger's transactions, which span several keys, stay legal there.
+Cluster the project is a hash tag (`{project}`), so a project's streams and lock share a slot;
+the per-request keys (served items, credits) are tagged by project and request and spread over
+the masters (`request_key`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ def traffic_key(project: str, name: str, *, cluster: bool = False) -> str:
     `pinfeed:<name>:{<project>}` on a cluster (one hash slot per project). A single server keeps
     the plain name, so the streams a deployment already holds stay where its readers look."""
     return f"pinfeed:{name}:{{{project}}}" if cluster else f"pinfeed:{name}:{project}"
+
+
+def request_key(project: str, name: str, request_id: int, *, cluster: bool = False) -> str:
+    """The key of one request's entry of a per-request structure (served items, credits):
+    `pinfeed:<name>:<project>:<request>`, or `pinfeed:<name>:{<project>:<request>}` on a
+    cluster, so the requests spread over every master instead of piling on the project's slot
+    (they are the bulk of the traffic data)."""
+    if cluster:
+        return f"pinfeed:{name}:{{{project}:{request_id}}}"
+    return f"{traffic_key(project, name)}:{request_id}"
 
 
 class FeedbackLog(ABC):

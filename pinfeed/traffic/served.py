@@ -31,7 +31,7 @@ from redis.exceptions import RedisClusterException
 
 from pinfeed.attribution import ItemKey
 from pinfeed.connection import RedisConnection
-from pinfeed.traffic.feedback_log import traffic_key
+from pinfeed.traffic.feedback_log import request_key, traffic_key
 from pinfeed.traffic.records import ServedItem
 
 SERVED_DB = "traffic.sqlite"
@@ -161,20 +161,31 @@ class RedisServedLog(ServedLog):
         self.ttl_s = max(int(ttl_s), 1)
 
     def _item_key(self, request_id: int) -> str:
-        return f"{traffic_key(self.project, 'served-items', cluster=self.connection.cluster)}:{request_id}"
+        return request_key(
+            self.project, "served-items", request_id, cluster=self.connection.cluster
+        )
 
     def append(self, items: list[ServedItem]) -> None:
+        """One MULTI/EXEC on a single server. On a cluster the stream entries are one
+        transaction (one slot) and the item hashes, spread over the masters, a plain pipeline
+        after it: a failure between the two is retried whole by the recorder, and both halves
+        are idempotent under that retry (`read_all` keeps the first answer per item, HSETNX
+        the first value)."""
         by_request: dict[int, list[ServedItem]] = defaultdict(list)
         for item in items:
             by_request[item.request_id].append(item)
-        pipe = self.connection.client.pipeline(transaction=True)
+        client = self.connection.client
+        pipe = client.pipeline(transaction=True)
+        hashes = client.pipeline(transaction=False) if self.connection.cluster else pipe
         for request_id, group in by_request.items():
             pipe.xadd(self.stream, {"items": json.dumps([asdict(i) for i in group])})
             key = self._item_key(request_id)
             for item in group:
-                pipe.hsetnx(key, str(item.pin_id), _json(item))
-            pipe.expire(key, self.ttl_s)
+                hashes.hsetnx(key, str(item.pin_id), _json(item))
+            hashes.expire(key, self.ttl_s)
         pipe.execute()
+        if hashes is not pipe:
+            hashes.execute()
 
     def lookup(self, keys: list[ItemKey]) -> dict[ItemKey, ServedItem]:
         unique = sorted(set(keys))

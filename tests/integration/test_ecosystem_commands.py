@@ -142,8 +142,8 @@ def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
             assert time.monotonic() < deadline, "the served log never reached Redis"
             time.sleep(0.5)
         assert accepted["applied"] and accepted["unmatched"] == 0, accepted
-        credit = traffic_key(project, "credit", cluster=cluster)
-        assert list(client.scan_iter(match=f"{credit}:*")), "ledger"
+        credits = f"pinfeed:credit:{{{project}:*" if cluster else f"pinfeed:credit:{project}:*"
+        assert list(client.scan_iter(match=credits)), "ledger"
     local = [home.data / "serving" / name for name in (FEEDBACK_LOG, SERVED_DB)]
     assert not [path for path in local if path.exists()], "traffic state went to local files"
     assert not (home.feast / "online_store.db").exists(), "an online store was made in SQLite"

@@ -114,12 +114,28 @@ def test_redis_url_becomes_feast_connection_string() -> None:
         feature_store.feast_connection_string("http://cache:6379")
     cluster = "redis+cluster://:pw@10.0.0.5:7000,10.0.0.6:7001"
     assert feature_store.feast_connection_string(cluster, timeout_s=0.25) == (
-        "10.0.0.5:7000,10.0.0.6:7001,password=pw,socket_timeout=0.25,socket_connect_timeout=0.25"
+        "10.0.0.5:7000,10.0.0.6:7001,password=pw,socket_timeout=0.25,socket_connect_timeout=0.25,"
+        "cluster_error_retry_attempts=0"
     )
+    with pytest.raises(ConfigError, match="IPv6"):
+        feature_store.feast_connection_string("redis://[::1]:6379/0")
     with pytest.raises(ConfigError, match="database 0 only"):
         feature_store.feast_connection_string("redis+cluster://10.0.0.5:7000/3")
     with pytest.raises(ConfigError, match="several hosts need the redis\\+cluster"):
         feature_store.feast_connection_string("redis://10.0.0.5:7000,10.0.0.6:7001")
+
+
+def test_a_home_without_the_cluster_file_reads_the_redis_file_on_a_cluster(
+    home: ProjectHome,
+) -> None:
+    """A home copied before feature_store.redis_cluster.yaml existed still opens on a
+    cluster: the Redis file with `redis_type: redis_cluster` is the same config."""
+    (home.feature_repo / feature_store.REDIS_CLUSTER_YAML).unlink()
+    config = feature_store.repo_config(home, redis_url="redis+cluster://10.0.0.5:7000")
+    assert config.online_store.redis_type == "redis_cluster"
+    assert config.online_store.connection_string == "10.0.0.5:7000"
+    single = feature_store.repo_config(home, redis_url="redis://10.0.0.5:6379/2")
+    assert single.online_store.redis_type == "redis"
 
 
 def test_the_cluster_config_is_the_redis_config_on_a_cluster() -> None:

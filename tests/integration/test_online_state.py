@@ -33,7 +33,7 @@ from feature_repo.tables import TABLES
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from pinfeed_cli import app as cli
-from serving.stages.online import SERVING_SERVICE, connect
+from serving.stages.online import SERVING_SERVICE, OnlineStoreUnavailable, connect, read_rows
 from serving.stages.store_health import GATE_TIMEOUT_S, check_store, require_loaded
 from tests.support.homes import make_home, shared_serving_home
 from tests.support.redis import RedisEndpoint, free_port
@@ -270,16 +270,31 @@ def test_serving_refuses_an_empty_store_unless_told(
     assert "Traceback" not in out
 
 
-def test_a_store_that_does_not_answer_is_one_clear_line(home: ProjectHome) -> None:
-    """status and materialize against a Redis nobody listens on: exit 2 and a message, which a
-    deploy script tells apart from "stale" (exit 1)."""
-    nobody = f"redis://127.0.0.1:{free_port()}/0"
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+def test_a_store_that_does_not_answer_is_one_clear_line(home: ProjectHome, scheme: str) -> None:
+    """status and materialize against a Redis (or a cluster) nobody listens on: exit 2 and a
+    message, which a deploy script tells apart from "stale" (exit 1)."""
+    nobody = f"{scheme}://127.0.0.1:{free_port()}" + ("/0" if scheme == "redis" else "")
     for args in (("features", "status", "--as-of", END.isoformat()),
                  ("features", "materialize", "--end", END.isoformat())):  # fmt: skip
         code, out = run_cli(home, "features", "apply")
         assert code == 0, out
         code, out = run_cli(home, *args, redis_url=nobody)
         assert code == 2 and "failed" in out and "Traceback" not in out, out
+
+
+def test_serving_starts_on_a_cluster_that_is_down_and_its_reads_fail_fast(
+    home: ProjectHome, sqlite: FeatureStore
+) -> None:
+    """A cluster client connects as it is made: with no node answering, `connect` (a replica's
+    start) still returns, and each read fails within about one timeout as
+    `OnlineStoreUnavailable`, which the Features stage answers degraded, with no retries."""
+    store = connect(home, f"redis+cluster://127.0.0.1:{free_port()}", timeout_s=0.25)
+    for _ in range(2):  # the first read and a later one, with the client still unbuilt
+        began = time.monotonic()
+        with pytest.raises(OnlineStoreUnavailable):
+            read_rows(store, ["user_features:user_impressions_7d"], "user_id", [1])
+        assert time.monotonic() - began < 2.0
 
 
 def test_the_deploy_gate_waits_out_a_slow_store_and_refuses_a_hung_one(

@@ -14,7 +14,7 @@ import pytest
 
 from pinfeed.attribution import Credited
 from pinfeed.traffic.credit import LocalCreditLedger, RedisCreditLedger
-from pinfeed.traffic.feedback_log import LocalFeedbackLog, RedisFeedbackLog, traffic_key
+from pinfeed.traffic.feedback_log import LocalFeedbackLog, RedisFeedbackLog, request_key
 from pinfeed.traffic.records import FeedbackRecord, ServedItem
 from pinfeed.traffic.served import LocalServedLog, RedisServedLog, ServedLog
 from serving.stages.served import ServedRecorder
@@ -64,9 +64,13 @@ def test_served_log_keeps_the_first_answer_and_finds_items(
     assert found[(1, 11)].probabilities == (0.1, 0.2, 0.3, 0.4)
     assert [(i.request_id, i.pin_id) for i in again.read_all()] == [(1, 10), (1, 11), (2, 10)]
     if isinstance(again, RedisServedLog):
-        cluster = backend == "redis_cluster"
-        key = f"{traffic_key(project, 'served-items', cluster=cluster)}:1"
-        assert key.startswith(f"pinfeed:served-items:{{{project}}}" if cluster else "pinfeed:")
+        cluster = again.connection.cluster  # PINFEED_TEST_REDIS=cluster makes "redis" one too
+        key = request_key(project, "served-items", 1, cluster=cluster)
+        assert key == (
+            f"pinfeed:served-items:{{{project}:1}}"  # spread over the masters by request
+            if cluster
+            else f"pinfeed:served-items:{project}:1"  # the name single servers always had
+        )
         ttl = again.connection.client.ttl(key)
         assert 0 < ttl <= 60
 

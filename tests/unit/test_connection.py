@@ -37,11 +37,14 @@ def test_cluster_urls_take_several_seed_nodes_and_database_0_only() -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("http://:hunter2@cache:6379", "is not a Redis URL"),
+        ("http://:hunter2@cache:6379", "scheme .http. is not one of"),
+        ("http://default:hunter2", "scheme .http. is not one of"),
         ("redis://:hunter2@cache:6379/x", "database 'x' must be a number"),
         ("redis://:hunter2@a:1,b:2", "several hosts need the redis\\+cluster"),
         ("redis+cluster://:hunter2@", "names no host"),
-        ("redis+cluster://:hunter2@a:1,b:port", "node 'b:port' is not host:port"),
+        ("redis+cluster://:hunter2@a:1,b:port", "a node is not host:port"),
+        ("redis://default:hunter2", "a node is not host:port"),
+        ("rediss://:hunter2@cache:6379/0?ssl_cert_reqs=none", "query options"),
     ],
 )
 def test_a_bad_url_names_the_field_and_the_reason_not_the_password(url: str, reason: str) -> None:
