@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
+
+from pinfeed.connection import redis_client
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,8 @@ class RedisClusterProcess:
         """`redis+cluster://` with every node as a seed (`pinfeed.connection`)."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
-    def client(self) -> RedisCluster:
-        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes])
+    def client(self) -> redis.Redis | RedisCluster:
+        return redis_client(self.url)
 
     def start(self, timeout_s: float = 30.0) -> str:
         """Start the nodes, join them and wait until every node reports `cluster_state:ok`; the

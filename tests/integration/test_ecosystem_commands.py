@@ -21,6 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from feature_repo.store import open_store
+from pinfeed.connection import parse_redis_url
 from pinfeed.home import ProjectHome
 from pinfeed.traffic.feedback_log import RedisFeedbackLog, traffic_key
 from pinfeed.traffic.served import SERVED_DB
@@ -112,7 +113,7 @@ def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
     home: ProjectHome, redis_service: RedisService, tmp_path: Path
 ) -> None:
     url = redis_service.url
-    cluster = url.startswith("redis+cluster://")
+    cluster = parse_redis_url(url).cluster
     loaded = CliRunner().invoke(
         cli, ["features", "materialize", "--home", str(home.root)], env={"REDIS_URL": url}
     )

@@ -21,6 +21,7 @@ from feast.repo_operations import get_repo_files
 from feature_repo import store as feature_store
 from feature_repo.homes import REPO
 from feature_repo.tables import TABLES
+from pinfeed.connection import parse_redis_url
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from tests.support.homes import make_home
@@ -67,7 +68,7 @@ def feast_cli(
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     flavour: list[str] = []
     if redis_url:
-        cluster = redis_url.startswith("redis+cluster")
+        cluster = parse_redis_url(redis_url).cluster
         yaml = feature_store.REDIS_CLUSTER_YAML if cluster else feature_store.REDIS_YAML
         flavour = ["-f", str(home.feature_repo / yaml)]
         env["PINFEED_FEAST_REDIS"] = feature_store.feast_connection_string(redis_url)
