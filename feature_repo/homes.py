@@ -12,7 +12,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from feature_repo.store import REDIS_CLUSTER_YAML, REDIS_YAML, SQLITE_YAML
+from feature_repo.store import RAY_YAML, REDIS_CLUSTER_YAML, REDIS_YAML, SQLITE_YAML
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 
@@ -28,7 +28,7 @@ def create_home(root: Path, project: str | None = None) -> ProjectHome:
         raise ConfigError(f"{target}: exists already; pick an empty folder for a new home")
     shutil.copytree(REPO, target, ignore=shutil.ignore_patterns("__pycache__", "data"))
     name = project or f"{DEFAULT_PROJECT}_{uuid.uuid4().hex[:10]}"
-    for config in (SQLITE_YAML, REDIS_YAML, REDIS_CLUSTER_YAML):
+    for config in (SQLITE_YAML, REDIS_YAML, REDIS_CLUSTER_YAML, RAY_YAML):
         path = target / config
         path.write_text(
             path.read_text().replace(f"project: {DEFAULT_PROJECT}\n", f"project: {name}\n")

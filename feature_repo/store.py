@@ -17,17 +17,26 @@ Two online stores, one repo:
 
 Both flavours share the registry and offline store under `<home>/data/`. Online reads use full
 feature names (`view__feature`), because the query pin projection repeats pin_content's names.
+
+Two offline engines over the same parquet sources, chosen by `engine=` or
+`PINFEED_OFFLINE_ENGINE`:
+
+- `local` (default): DuckDB joins, materialisation on the driver; fastest on one machine.
+- `ray`: Feast's Ray offline store and Ray compute engine (`feature_store.ray.yaml`), on the Ray
+  cluster in `RAY_ADDRESS` or a local one. Training sets equal the local ones row for row
+  (tests/integration/test_ray_offline.py); it pays off only with more nodes than one.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
@@ -45,6 +54,10 @@ DEFINITIONS = "definitions.py"
 SQLITE_YAML = "feature_store.yaml"
 REDIS_YAML = "feature_store.redis.yaml"
 REDIS_CLUSTER_YAML = "feature_store.redis_cluster.yaml"
+RAY_YAML = "feature_store.ray.yaml"
+OFFLINE_ENGINE_ENV = "PINFEED_OFFLINE_ENGINE"
+OfflineEngine = Literal["local", "ray"]
+OFFLINE_ENGINES: tuple[OfflineEngine, ...] = ("local", "ray")
 REWARD_PUSH_SOURCE = "cluster_reward_push"
 REWARD_COLUMNS = (
     "cluster_id",
@@ -96,41 +109,89 @@ def feast_connection_string(redis_url: str, timeout_s: float | None = None) -> s
     return ",".join(parts)
 
 
+def offline_engine_from_env(
+    explicit: str | None = None, environ: Mapping[str, str] = os.environ
+) -> OfflineEngine:
+    """`explicit` when given, else `$PINFEED_OFFLINE_ENGINE` when set and non-empty, else
+    `local`; anything else is a ConfigError naming the choices."""
+    value = explicit or environ.get(OFFLINE_ENGINE_ENV) or "local"
+    for engine in OFFLINE_ENGINES:
+        if value == engine:
+            return engine
+    raise ConfigError(
+        f"{OFFLINE_ENGINE_ENV}: {value!r} is not an offline engine; pick 'local' (DuckDB on "
+        "this machine) or 'ray' (Feast's Ray offline store and compute engine)"
+    )
+
+
 def repo_config(
-    home: ProjectHome, *, redis_url: str | None = None, timeout_s: float | None = None
+    home: ProjectHome,
+    *,
+    redis_url: str | None = None,
+    timeout_s: float | None = None,
+    engine: OfflineEngine = "local",
 ) -> RepoConfig:
     """The RepoConfig of `home`'s repo: SQLite from feature_store.yaml, or Redis from
     feature_store.redis.yaml (feature_store.redis_cluster.yaml for a `redis+cluster://` URL)
     with the connection string derived from `redis_url` (socket timeouts of `timeout_s`, if
-    given: serving sets them, batch jobs wait)."""
+    given: serving sets them, batch jobs wait). With `engine="ray"`, the offline store and
+    batch engine come from feature_store.ray.yaml (one writer on SQLite)."""
     name = SQLITE_YAML
     cluster = bool(redis_url) and parse_redis_url(redis_url).cluster
     if redis_url:
         name = REDIS_CLUSTER_YAML if cluster else REDIS_YAML
     if cluster and not (home.feature_repo / name).exists():
         name = REDIS_YAML  # a home copied before the cluster file existed: same config
-    path = home.feature_repo / name
-    if not path.exists():
-        raise DataNotFoundError(
-            f"{path} is missing: {home.root} is not a pinfeed project home "
-            "(it needs feature_repo/ beside data/; set PINFEED_HOME or copy feature_repo/)"
-        )
-    raw = yaml.safe_load(path.read_text())
+    raw = _read_config(
+        home.feature_repo / name,
+        f"{home.root} is not a pinfeed project home "
+        "(it needs feature_repo/ beside data/; set PINFEED_HOME or copy feature_repo/)",
+    )
     if redis_url:
         raw["online_store"]["connection_string"] = feast_connection_string(redis_url, timeout_s)
         raw["online_store"]["redis_type"] = "redis_cluster" if cluster else "redis"
+    if engine == "ray":
+        raw |= _ray_sections(home, sqlite=not redis_url)
     config = RepoConfig(**raw)
     config.repo_path = home.feature_repo
     return config
 
 
+def _read_config(path: Path, why_missing: str) -> dict[str, Any]:
+    if not path.exists():
+        raise DataNotFoundError(f"{path} is missing: {why_missing}")
+    return yaml.safe_load(path.read_text())
+
+
+def _ray_sections(home: ProjectHome, *, sqlite: bool) -> dict[str, Any]:
+    raw = _read_config(
+        home.feature_repo / RAY_YAML,
+        "the Ray offline engine reads it; copy it from the checkout's feature_repo/ into the home",
+    )
+    offline = dict(raw["offline_store"])
+    storage = offline.get("storage_path")
+    if storage and "://" not in storage and not Path(storage).is_absolute():
+        offline["storage_path"] = str((home.feature_repo / storage).resolve())
+    engine = dict(raw["batch_engine"])
+    if sqlite:
+        engine["write_concurrency"] = 1  # SQLite takes one writer at a time
+    return {"offline_store": offline, "batch_engine": engine}
+
+
 def open_store(
-    home: ProjectHome, *, redis_url: str | None = None, timeout_s: float | None = None
+    home: ProjectHome,
+    *,
+    redis_url: str | None = None,
+    timeout_s: float | None = None,
+    engine: OfflineEngine | None = None,
 ) -> FeatureStore:
     """A FeatureStore over `home`: Redis when `redis_url` (or the REDIS_URL variable) is set,
-    else SQLite. Creates `<home>/data/feast/` for the registry and the SQLite file."""
+    else SQLite; the offline engine `engine` (or PINFEED_OFFLINE_ENGINE), else local DuckDB.
+    Creates `<home>/data/feast/` for the registry and the SQLite file."""
     redis_url = redis_url_from_env(redis_url)
-    config = repo_config(home, redis_url=redis_url, timeout_s=timeout_s)
+    config = repo_config(
+        home, redis_url=redis_url, timeout_s=timeout_s, engine=offline_engine_from_env(engine)
+    )
     home.feast.mkdir(parents=True, exist_ok=True)
     # ibis (under Feast's DuckDB offline store) warns on every query about its own API; Feast's
     # import puts `simplefilter("once", DeprecationWarning)` first, so the filter goes here.
@@ -219,6 +280,7 @@ def materialize(
         mark = marks.get(view.name)
         stamps = OfflineStamps.read(view)
         window = _window(store, view, mark, stamps, end, since, full)
+        _check_engine_window(store, view, window, stamps)
         windows.append(window)
         if window.start is None:
             continue
@@ -228,6 +290,26 @@ def materialize(
             newest = stamps.newest or EPOCH
             ledger.write([new_mark(view.name, loaded_until, newest, stamps.rows)])
     return windows
+
+
+def _check_engine_window(
+    store: FeatureStore, view: FeatureView, window: LoadWindow, stamps: OfflineStamps
+) -> None:
+    """Feast's Ray compute engine keeps only rows stamped at or after `now - ttl`, whatever
+    the window (feast/infra/compute_engines/ray/nodes.py, Feast 0.67): a window holding older
+    rows would load silently incomplete, so it is refused before anything is written."""
+    if window.start is None or store.config.batch_engine.type != "ray.engine":
+        return
+    if view.ttl is None or view.ttl <= timedelta(0):
+        return
+    horizon = datetime.now(UTC) - view.ttl
+    first = stamps.first_from(window.start)
+    if first is not None and first < horizon and first <= window.end:
+        raise ConfigError(
+            f"materialise {view.name}: its window holds rows from {first:%Y-%m-%d %H:%M}, but "
+            f"Feast's Ray engine drops rows stamped before now - ttl ({horizon:%Y-%m-%d %H:%M}); "
+            "load past data with PINFEED_OFFLINE_ENGINE=local"
+        )
 
 
 def _window(

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 
 from pinfeed.errors import ConfigError
 
@@ -106,7 +108,9 @@ def parse_redis_url(url: str) -> RedisTarget:
 
 def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis | RedisCluster:
     """A client for `url` (a server or a cluster) that gives up after `timeout_s` instead of
-    hanging on a dead server."""
+    hanging on a dead server, and does not retry: redis-py's default (three retries, backoff
+    up to 1 + 2 + 4 s with jitter) held a `/feedback` to a stopped server past the proxy's
+    10 s deadline under load. Callers that retry (the served-log recorder) do so themselves."""
     target = parse_redis_url(url)
     common = {
         "username": target.username,
@@ -114,6 +118,7 @@ def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis | 
         "ssl": target.ssl,
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), retries=0),
     }
     if target.cluster:
         nodes = [ClusterNode(host, port) for host, port in target.nodes]

@@ -36,7 +36,7 @@ from feast import FeatureStore
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.store import feature_service, service_feature_names
-from pinfeed.errors import DataNotFoundError
+from pinfeed.errors import DataNotFoundError, SchemaError
 from pinfeed.events import EventSet
 from pinfeed.schema import ENGAGEMENTS
 
@@ -201,9 +201,11 @@ def join_features(
 ) -> pa.Table:
     """Point-in-time join of `service`'s features onto `examples` (an entity frame with
     `event_timestamp` and the service's join keys), in time-ordered chunks of at most
-    `max_rows_per_query` rows. Rows come back ordered by event_timestamp."""
+    `max_rows_per_query` rows. Rows come back in `examples`' time order (ties in its order),
+    feature columns in their declared Feast types, whichever offline engine joined them."""
     service_object = feature_service(store, service)
     ordered = examples.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    ordered[ROW_COLUMN] = np.arange(len(ordered), dtype=np.int64)
     parts = []
     for begin in range(0, max(len(ordered), 1), max_rows_per_query):
         chunk = ordered.iloc[begin : begin + max_rows_per_query]
@@ -211,8 +213,78 @@ def join_features(
             entity_df=chunk, features=service_object, full_feature_names=True
         )
         parts.append(job.to_arrow())
-    table = pa.concat_tables(parts, promote_options="permissive")
-    return table.sort_by("event_timestamp")
+    table = pa.concat_tables(parts, promote_options="permissive").sort_by(ROW_COLUMN)
+    _check_every_row(table, len(ordered), store, service)
+    table = _restore_timestamps(table, ordered)
+    table = _declared_types(table, _entity_types(ordered) | feature_types(store, service))
+    return table.drop_columns(ROW_COLUMN)
+
+
+ROW_COLUMN = "__pinfeed_row"
+"""An example's position, carried through the join: Feast's Ray offline store floors
+timestamps to whole seconds and returns rows in its own order."""
+
+
+def _check_every_row(table: pa.Table, expected: int, store: FeatureStore, service: str) -> None:
+    """A join that lost examples would make a silently smaller (and biased) training set."""
+    if (
+        table.num_rows == expected
+        and pc.count_distinct(table.column(ROW_COLUMN)).as_py() == expected
+    ):
+        return
+    engine = store.config.offline_store.type
+    known = (
+        " Feast's Ray offline store drops examples that share a join key and a timestamp (to "
+        "the second) with another, or hold a null join key (feast-dev/feast#6787, the same "
+        "bug as its Dask store); build this set with PINFEED_OFFLINE_ENGINE=local."
+        if engine == "ray"
+        else ""
+    )
+    raise SchemaError(
+        f"point-in-time join of {service} on the {engine} offline store returned "
+        f"{table.num_rows:,} rows for {expected:,} examples.{known}"
+    )
+
+
+def _restore_timestamps(table: pa.Table, ordered: pd.DataFrame) -> pa.Table:
+    rows = table.column(ROW_COLUMN).to_numpy()
+    stamps = pa.Array.from_pandas(ordered["event_timestamp"].iloc[rows])
+    index = table.schema.get_field_index("event_timestamp")
+    return table.set_column(index, "event_timestamp", stamps)
+
+
+def _entity_types(ordered: pd.DataFrame) -> dict[str, pa.DataType]:
+    """The entity frame's own column types: a column the Ray store saw only nulls in comes
+    back typed null, DuckDB keeps the frame's type."""
+    schema = pa.Schema.from_pandas(ordered, preserve_index=False)
+    return {field.name: field.type for field in schema if field.name != ROW_COLUMN}
+
+
+def feature_types(store: FeatureStore, service: str) -> dict[str, pa.DataType]:
+    """Each feature of `service` (full name) -> the Arrow type its Feast dtype declares."""
+    from feast.type_map import feast_value_type_to_pa
+
+    return {
+        f"{projection.name_to_use()}__{feature.name}": feast_value_type_to_pa(
+            feature.dtype.to_value_type()
+        )
+        for projection in feature_service(store, service).feature_view_projections
+        for feature in projection.features
+    }
+
+
+def _declared_types(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """Columns cast to `types`. DuckDB returns them so already; the Ray store goes through
+    pandas (float32 -> float64, a nullable int -> float64 with NaN)."""
+    for name, declared in types.items():
+        index = table.schema.get_field_index(name)
+        column = table.column(index)
+        if column.type == declared:
+            continue
+        if pa.types.is_floating(column.type) and pa.types.is_integer(declared):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        table = table.set_column(index, name, column.cast(declared))
+    return table
 
 
 def _write_set(

@@ -2,7 +2,8 @@
 user runs them (issue 15): `serve run serving/config.yaml` from the repository root answers
 `/recommend`, with every store on the Redis that `REDIS_URL` names (the feedback log and the
 served log included); `serve deploy` to a cluster that `ray start --head` started in another
-folder, then `serve status` HEALTHY for every deployment, then an answer. The only edit to the
+folder, with `REDIS_URL` naming a Redis Cluster, then `serve status` HEALTHY for every
+deployment, then an answer, with every store on the Redis Cluster. The only edit to the
 shipped file is its port (asserted), so a free one can be used."""
 
 from __future__ import annotations
@@ -100,75 +101,83 @@ def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subp
         process.wait(timeout=10)
 
 
-@pytest.fixture(params=["single", "cluster"])
-def redis_service(request: pytest.FixtureRequest) -> RedisService:
-    """A Redis server of the test's own, then the session's three-master Redis Cluster."""
-    if request.param == "cluster":
-        return request.getfixturevalue("redis_cluster")
-    server: RedisProcess = request.getfixturevalue("own_redis")
-    return server.endpoint
-
-
-def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
-    home: ProjectHome, redis_service: RedisService, tmp_path: Path
-) -> None:
-    url = redis_service.url
-    cluster = parse_redis_url(url).cluster
+def load_into(home: ProjectHome, url: str) -> None:
+    """`pinfeed features materialize` into the Redis at `url`, then no SQLite online store:
+    answers can only come from Redis."""
     loaded = CliRunner().invoke(
         cli, ["features", "materialize", "--home", str(home.root)], env={"REDIS_URL": url}
     )
     assert loaded.exit_code == 0, loaded.output
-    (home.feast / "online_store.db").unlink()  # answers can only come from Redis now
-    port = free_port()
-    config = shipped_config_on(port, tmp_path)
-    env = clean_environment({"PINFEED_HOME": str(home.root), "REDIS_URL": url})
-    user = users_with_clusters(home)[0]
-    with running([str(BIN / "serve"), "run", str(config)], env, tmp_path / "serve.log") as run:
-        base = f"http://127.0.0.1:{port}"
-        answer = recommend_until_answered(base, user, run)
-        assert not answer["degraded"] and len(answer["items"]) == 5, answer
-        events = [
-            {"request_id": answer["request_id"], "pin_id": answer["items"][0]["pin_id"],
-             "kind": kind}
-            for kind in ("impression", "click")
-        ]  # fmt: skip
-        status, accepted = call(f"{base}/feedback", {"events": events})
-        assert status == 202 and accepted["accepted"] == 2, accepted
-        project = open_store(home).project
-        client = redis_service.client()
-        in_redis = {r.event_id for r in RedisFeedbackLog(url, project).read_all()}
-        assert set(accepted["event_ids"]) <= in_redis, (accepted["event_ids"], in_redis)
-        deadline = time.monotonic() + 60
-        while client.xlen(traffic_key(project, "served", cluster=cluster)) == 0:
-            assert time.monotonic() < deadline, "the served log never reached Redis"
-            time.sleep(0.5)
-        assert accepted["applied"] and accepted["unmatched"] == 0, accepted
-        credits = f"pinfeed:credit:{{{project}:*" if cluster else f"pinfeed:credit:{project}:*"
-        assert list(client.scan_iter(match=credits)), "ledger"
+    (home.feast / "online_store.db").unlink()
+
+
+def assert_every_store_on_redis(
+    home: ProjectHome, redis_service: RedisService, base: str, answer: dict
+) -> None:
+    """An undegraded answer, whose feedback lands in the Redis feedback log and is credited
+    (served log and ledger in Redis too), and no local file took any of it."""
+    url = redis_service.url
+    cluster = parse_redis_url(url).cluster
+    assert not answer["degraded"] and len(answer["items"]) == 5, answer
+    events = [
+        {"request_id": answer["request_id"], "pin_id": answer["items"][0]["pin_id"],
+         "kind": kind}
+        for kind in ("impression", "click")
+    ]  # fmt: skip
+    status, accepted = call(f"{base}/feedback", {"events": events})
+    assert status == 202 and accepted["accepted"] == 2, accepted
+    project = open_store(home).project
+    client = redis_service.client()
+    in_redis = {r.event_id for r in RedisFeedbackLog(url, project).read_all()}
+    assert set(accepted["event_ids"]) <= in_redis, (accepted["event_ids"], in_redis)
+    deadline = time.monotonic() + 60
+    while client.xlen(traffic_key(project, "served", cluster=cluster)) == 0:
+        assert time.monotonic() < deadline, "the served log never reached Redis"
+        time.sleep(0.5)
+    assert accepted["applied"] and accepted["unmatched"] == 0, accepted
+    credits = f"pinfeed:credit:{{{project}:*" if cluster else f"pinfeed:credit:{project}:*"
+    assert list(client.scan_iter(match=credits)), "ledger"
     local = [home.data / "serving" / name for name in (FEEDBACK_LOG, SERVED_DB)]
     assert not [path for path in local if path.exists()], "traffic state went to local files"
     assert not (home.feast / "online_store.db").exists(), "an online store was made in SQLite"
 
 
-def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
-    home: ProjectHome, tmp_path: Path
+def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
+    home: ProjectHome, own_redis: RedisProcess, tmp_path: Path
 ) -> None:
-    """The cluster is started in another folder with PINFEED_HOME exported (the documented
-    way), and with no REDIS_URL: the SQLite store of the home."""
+    load_into(home, own_redis.endpoint.url)
+    port = free_port()
+    config = shipped_config_on(port, tmp_path)
+    env = clean_environment({"PINFEED_HOME": str(home.root), "REDIS_URL": own_redis.endpoint.url})
+    user = users_with_clusters(home)[0]
+    with running([str(BIN / "serve"), "run", str(config)], env, tmp_path / "serve.log") as run:
+        base = f"http://127.0.0.1:{port}"
+        answer = recommend_until_answered(base, user, run)
+        assert_every_store_on_redis(home, own_redis.endpoint, base, answer)
+
+
+def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
+    home: ProjectHome, redis_cluster: RedisService, tmp_path: Path
+) -> None:
+    """The cluster is started in another folder with PINFEED_HOME and REDIS_URL exported (the
+    documented way), REDIS_URL naming a Redis Cluster: every store goes there."""
+    load_into(home, redis_cluster.url)
     port = free_port()
     config = shipped_config_on(port, tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     user = users_with_clusters(home)[0]
-    with ray_head(num_cpus=2, env={"PINFEED_HOME": str(home.root)}, cwd=elsewhere) as head:
+    env = {"PINFEED_HOME": str(home.root), "REDIS_URL": redis_cluster.url}
+    with ray_head(num_cpus=2, env=env, cwd=elsewhere) as head:
         deployed = subprocess.run(
             ["serve", "deploy", str(config), "--address", head.address],
             cwd=REPO, env=head.env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
         app = wait_for_status(head)
-        answer = recommend_until_answered(f"http://127.0.0.1:{port}", user, None)
-        assert not answer["degraded"] and len(answer["items"]) == 5, answer
+        base = f"http://127.0.0.1:{port}"
+        answer = recommend_until_answered(base, user, None)
+        assert_every_store_on_redis(home, redis_cluster, base, answer)
     health = {name: d["status"] for name, d in app["deployments"].items()}
     assert health == dict.fromkeys(DEPLOYMENT_NAMES, "HEALTHY"), app
 

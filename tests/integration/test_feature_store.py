@@ -26,7 +26,7 @@ from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 from tests.support.homes import make_home
 from tests.support.redis import RedisService
-from tests.support.tables import EMBED_3, EMBED_7, T0, write_tables
+from tests.support.tables import EMBED_7, T0, assert_latest_online_values, write_tables
 
 
 @pytest.fixture
@@ -183,15 +183,7 @@ def test_cli_apply_then_materialize_incremental(
 
 def test_online_values_equal_latest_offline_values(store: FeatureStore) -> None:
     feature_store.materialize(store, end=T0 + timedelta(days=2))
-    online = feature_store.online_features(store, "serving_v1", [row(), row(user_id=2)])
-    assert online["user_features__user_impressions_7d"] == [11, None]
-    assert online["pin_features__pin_click_rate_30d"] == [0.375, 0.375]
-    assert online["user_dwell__user_dwell_mean_s"] == [20.0, None]
-    assert online["pin_content__content_embedding"] == [EMBED_7, EMBED_7]
-    assert online["query_pin_content__content_embedding"] == [EMBED_3, EMBED_3]
-    assert online["query_pin_content__shoppable"] == [False, False]
-    assert online["user_clusters__cluster_ids"] == [[100, 101], None]
-    assert online["cluster_reward__reward"] == pytest.approx([0.2, 0.2])
+    assert_latest_online_values(store)
 
 
 def test_incremental_materialize_resumes_where_it_ended(store: FeatureStore) -> None:

@@ -8,7 +8,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from feast import FeatureStore
 
+from feature_repo.store import online_features
 from feature_repo.tables import TABLES
 from pinfeed.home import ProjectHome
 
@@ -65,3 +68,18 @@ def write_tables(home: ProjectHome, t0: datetime) -> None:
         {"cluster_id": 100, "event_timestamp": t0, "user_id": 1, "reward_impressions": 10,
          "reward_engagements": 2, "reward": 0.2, "reward_has_data": True},
     ])  # fmt: skip
+
+
+def assert_latest_online_values(store: FeatureStore) -> None:
+    """What `write_tables`' store serves once loaded past day 2: the latest row of each view,
+    nothing for user 2 (no rows), the query pin's own content."""
+    rows = [{"user_id": u, "pin_id": 7, "query_pin_id": 3, "cluster_id": 100} for u in (1, 2)]
+    online = online_features(store, "serving_v1", rows)
+    assert online["user_features__user_impressions_7d"] == [11, None]
+    assert online["pin_features__pin_click_rate_30d"] == [0.375, 0.375]
+    assert online["user_dwell__user_dwell_mean_s"] == [20.0, None]
+    assert online["pin_content__content_embedding"] == [EMBED_7, EMBED_7]
+    assert online["query_pin_content__content_embedding"] == [EMBED_3, EMBED_3]
+    assert online["query_pin_content__shoppable"] == [False, False]
+    assert online["user_clusters__cluster_ids"] == [[100, 101], None]
+    assert online["cluster_reward__reward"] == pytest.approx([0.2, 0.2])
