@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 import yaml
 from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.data_source import DataSource, PushMode
 from feast.errors import FeastObjectNotFoundException
+from feast.type_map import feast_value_type_to_pa
 
 from feature_repo.freshness import OfflineStamps, holds_values
 from feature_repo.load_ledger import LoadMark, new_mark, open_ledger
@@ -58,6 +60,7 @@ RAY_YAML = "feature_store.ray.yaml"
 OFFLINE_ENGINE_ENV = "PINFEED_OFFLINE_ENGINE"
 OfflineEngine = Literal["local", "ray"]
 OFFLINE_ENGINES: tuple[OfflineEngine, ...] = ("local", "ray")
+RAY_ENGINE_MARGIN = timedelta(minutes=10)
 REWARD_PUSH_SOURCE = "cluster_reward_push"
 REWARD_COLUMNS = (
     "cluster_id",
@@ -302,7 +305,9 @@ def _check_engine_window(
         return
     if view.ttl is None or view.ttl <= timedelta(0):
         return
-    horizon = datetime.now(UTC) - view.ttl
+    # Feast takes its own `now` later, during the load: rows within a margin of the horizon
+    # would fall out while it runs
+    horizon = datetime.now(UTC) - view.ttl + RAY_ENGINE_MARGIN
     first = stamps.first_from(window.start)
     if first is not None and first < horizon and first <= window.end:
         raise ConfigError(
@@ -399,6 +404,17 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
         raise ConfigError(
             f"feature service {name!r} is not registered: run `pinfeed features apply`"
         ) from exc
+
+
+def feature_types(store: FeatureStore, service: str) -> dict[str, pa.DataType]:
+    """Each feature of `service` (full name) -> the Arrow type its Feast dtype declares."""
+    return {
+        f"{projection.name_to_use()}__{feature.name}": feast_value_type_to_pa(
+            feature.dtype.to_value_type()
+        )
+        for projection in feature_service(store, service).feature_view_projections
+        for feature in projection.features
+    }
 
 
 def service_feature_names(store: FeatureStore, name: str) -> tuple[str, ...]:

@@ -108,8 +108,8 @@ def parse_redis_url(url: str) -> RedisTarget:
 
 def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis | RedisCluster:
     """A client for `url` (a server or a cluster) that gives up after `timeout_s` instead of
-    hanging on a dead server, and does not retry: redis-py's default (three retries, backoff
-    up to 1 + 2 + 4 s with jitter) held a `/feedback` to a stopped server past the proxy's
+    hanging on a dead server, and does not retry: redis-py's default (three retries, jittered
+    backoff of up to 2 + 4 + 8 s) held a `/feedback` to a stopped server past the proxy's
     10 s deadline under load. Callers that retry (the served-log recorder) do so themselves."""
     target = parse_redis_url(url)
     common = {

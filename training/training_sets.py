@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 from pydantic import BaseModel, ConfigDict, Field
 
-from feature_repo.store import feature_service, service_feature_names
+from feature_repo.store import feature_service, feature_types, service_feature_names
 from pinfeed.errors import DataNotFoundError, SchemaError
 from pinfeed.events import EventSet
 from pinfeed.schema import ENGAGEMENTS
@@ -43,6 +43,9 @@ from pinfeed.schema import ENGAGEMENTS
 METADATA_KEY = b"pinfeed.training_set"
 RETRIEVAL_NAME = "retrieval"
 RANKING_NAME = "ranking"
+ROW_COLUMN = "__pinfeed_row"
+"""An example's position, carried through the join: Feast's Ray offline store floors
+timestamps to whole seconds and returns rows in its own order."""
 ENGAGED_FLAGS = ("closeup", "save", "click")
 """Flags that make a pin 'engaged' for the query-pin fallback (long_click implies click)."""
 
@@ -204,6 +207,8 @@ def join_features(
     `max_rows_per_query` rows. Rows come back in `examples`' time order (ties in its order),
     feature columns in their declared Feast types, whichever offline engine joined them."""
     service_object = feature_service(store, service)
+    if ROW_COLUMN in examples.columns:
+        raise SchemaError(f"examples: {ROW_COLUMN!r} is the join's own column; rename yours")
     ordered = examples.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
     ordered[ROW_COLUMN] = np.arange(len(ordered), dtype=np.int64)
     parts = []
@@ -220,11 +225,6 @@ def join_features(
     return table.drop_columns(ROW_COLUMN)
 
 
-ROW_COLUMN = "__pinfeed_row"
-"""An example's position, carried through the join: Feast's Ray offline store floors
-timestamps to whole seconds and returns rows in its own order."""
-
-
 def _check_every_row(table: pa.Table, expected: int, store: FeatureStore, service: str) -> None:
     """A join that lost examples would make a silently smaller (and biased) training set."""
     if (
@@ -235,8 +235,8 @@ def _check_every_row(table: pa.Table, expected: int, store: FeatureStore, servic
     engine = store.config.offline_store.type
     known = (
         " Feast's Ray offline store drops examples that share a join key and a timestamp (to "
-        "the second) with another, or hold a null join key (feast-dev/feast#6787, the same "
-        "bug as its Dask store); build this set with PINFEED_OFFLINE_ENGINE=local."
+        "the second) with another, or hold a null join key (the bug feast-dev/feast#6787 "
+        "reports for its Dask store); build this set with PINFEED_OFFLINE_ENGINE=local."
         if engine == "ray"
         else ""
     )
@@ -260,24 +260,13 @@ def _entity_types(ordered: pd.DataFrame) -> dict[str, pa.DataType]:
     return {field.name: field.type for field in schema if field.name != ROW_COLUMN}
 
 
-def feature_types(store: FeatureStore, service: str) -> dict[str, pa.DataType]:
-    """Each feature of `service` (full name) -> the Arrow type its Feast dtype declares."""
-    from feast.type_map import feast_value_type_to_pa
-
-    return {
-        f"{projection.name_to_use()}__{feature.name}": feast_value_type_to_pa(
-            feature.dtype.to_value_type()
-        )
-        for projection in feature_service(store, service).feature_view_projections
-        for feature in projection.features
-    }
-
-
 def _declared_types(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
     """Columns cast to `types`. DuckDB returns them so already; the Ray store goes through
     pandas (float32 -> float64, a nullable int -> float64 with NaN)."""
     for name, declared in types.items():
         index = table.schema.get_field_index(name)
+        if index < 0:  # missing, or more than one column of that name
+            raise SchemaError(f"point-in-time join: column {name!r} is missing or repeated")
         column = table.column(index)
         if column.type == declared:
             continue
