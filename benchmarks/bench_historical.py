@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.feast_setup import END, make_home, write_tables
+from feature_repo import flavours
 from feature_repo import store as feature_store
 from pinfeed.errors import SchemaError
 from training.training_sets import join_features
@@ -46,7 +47,7 @@ def entity_rows(rows: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def run(rows: int, chunks: list[int], engines: list[feature_store.OfflineEngine]) -> str:
+def run(rows: int, chunks: list[int], engines: list[flavours.OfflineEngine]) -> str:
     lines = [
         f"{rows:,} entity rows, ranking_v1, {USERS:,} users x {PINS:,} pins x {DAYS} daily snapshots",
         "",
@@ -96,7 +97,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=feature_store.OFFLINE_ENGINES,
+        choices=flavours.OFFLINE_ENGINES,
         action="append",
         help="offline engine (repeatable; default local); local first gives the ratio",
     )

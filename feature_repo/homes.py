@@ -12,7 +12,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from feature_repo.store import RAY_YAML, REDIS_CLUSTER_YAML, REDIS_YAML, SQLITE_YAML
+from feature_repo.flavours import RAY_YAML, REDIS_CLUSTER_YAML, REDIS_YAML, SQLITE_YAML
 from pinfeed.errors import ConfigError
 from pinfeed.home import ProjectHome
 

@@ -15,7 +15,7 @@ Two kinds of Redis, told apart by the scheme (`parse_redis_url`):
   more seeds keep start-up working while one is down). A cluster has database 0 only.
 
 `redis_client` opens either with the same timeouts; Feast gets the same target through
-`feature_repo.store.feast_connection_string`.
+`feature_repo.flavours.feast_connection_string`.
 """
 
 from __future__ import annotations

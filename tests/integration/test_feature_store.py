@@ -18,6 +18,7 @@ import yaml
 from feast import FeatureStore, FeatureView
 from feast.repo_operations import get_repo_files
 
+from feature_repo import flavours
 from feature_repo import store as feature_store
 from feature_repo.homes import REPO
 from feature_repo.tables import TABLES
@@ -69,9 +70,9 @@ def feast_cli(
     flavour: list[str] = []
     if redis_url:
         cluster = parse_redis_url(redis_url).cluster
-        yaml = feature_store.REDIS_CLUSTER_YAML if cluster else feature_store.REDIS_YAML
+        yaml = flavours.REDIS_CLUSTER_YAML if cluster else flavours.REDIS_YAML
         flavour = ["-f", str(home.feature_repo / yaml)]
-        env["PINFEED_FEAST_REDIS"] = feature_store.feast_connection_string(redis_url)
+        env["PINFEED_FEAST_REDIS"] = flavours.feast_connection_string(redis_url)
     result = subprocess.run(
         [str(feast), "-c", str(home.feature_repo), *flavour, *args],
         capture_output=True,
@@ -105,25 +106,23 @@ def test_views_match_the_table_contracts(tmp_path: Path) -> None:
 
 
 def test_redis_url_becomes_feast_connection_string() -> None:
-    assert feature_store.feast_connection_string("redis://127.0.0.1:6390/13") == (
-        "127.0.0.1:6390,db=13"
-    )
-    assert feature_store.feast_connection_string("rediss://:s%3Dcret@cache:6379") == (
+    assert flavours.feast_connection_string("redis://127.0.0.1:6390/13") == ("127.0.0.1:6390,db=13")
+    assert flavours.feast_connection_string("rediss://:s%3Dcret@cache:6379") == (
         "cache:6379,db=0,password=s=cret,ssl=true"
     )
     with pytest.raises(ConfigError, match="redis_url"):
-        feature_store.feast_connection_string("http://cache:6379")
+        flavours.feast_connection_string("http://cache:6379")
     cluster = "redis+cluster://:pw@10.0.0.5:7000,10.0.0.6:7001"
-    assert feature_store.feast_connection_string(cluster, timeout_s=0.25) == (
+    assert flavours.feast_connection_string(cluster, timeout_s=0.25) == (
         "10.0.0.5:7000,10.0.0.6:7001,password=pw,socket_timeout=0.25,socket_connect_timeout=0.25,"
         "cluster_error_retry_attempts=0"
     )
     with pytest.raises(ConfigError, match="IPv6"):
-        feature_store.feast_connection_string("redis://[::1]:6379/0")
+        flavours.feast_connection_string("redis://[::1]:6379/0")
     with pytest.raises(ConfigError, match="database 0 only"):
-        feature_store.feast_connection_string("redis+cluster://10.0.0.5:7000/3")
+        flavours.feast_connection_string("redis+cluster://10.0.0.5:7000/3")
     with pytest.raises(ConfigError, match="several hosts need the redis\\+cluster"):
-        feature_store.feast_connection_string("redis://10.0.0.5:7000,10.0.0.6:7001")
+        flavours.feast_connection_string("redis://10.0.0.5:7000,10.0.0.6:7001")
 
 
 def test_a_home_without_the_cluster_file_reads_the_redis_file_on_a_cluster(
@@ -131,19 +130,19 @@ def test_a_home_without_the_cluster_file_reads_the_redis_file_on_a_cluster(
 ) -> None:
     """A home copied before feature_store.redis_cluster.yaml existed still opens on a
     cluster: the Redis file with `redis_type: redis_cluster` is the same config."""
-    (home.feature_repo / feature_store.REDIS_CLUSTER_YAML).unlink()
-    config = feature_store.repo_config(home, redis_url="redis+cluster://10.0.0.5:7000")
+    (home.feature_repo / flavours.REDIS_CLUSTER_YAML).unlink()
+    config = flavours.repo_config(home, redis_url="redis+cluster://10.0.0.5:7000")
     assert config.online_store.redis_type == "redis_cluster"
     assert config.online_store.connection_string == "10.0.0.5:7000"
-    single = feature_store.repo_config(home, redis_url="redis://10.0.0.5:6379/2")
+    single = flavours.repo_config(home, redis_url="redis://10.0.0.5:6379/2")
     assert single.online_store.redis_type == "redis"
 
 
 def test_the_cluster_config_is_the_redis_config_on_a_cluster() -> None:
     """feature_store.redis_cluster.yaml differs from feature_store.redis.yaml only in
     `redis_type`, so the two Redis flavours can never drift apart."""
-    single = yaml.safe_load((REPO / feature_store.REDIS_YAML).read_text())
-    cluster = yaml.safe_load((REPO / feature_store.REDIS_CLUSTER_YAML).read_text())
+    single = yaml.safe_load((REPO / flavours.REDIS_YAML).read_text())
+    cluster = yaml.safe_load((REPO / flavours.REDIS_CLUSTER_YAML).read_text())
     assert cluster["online_store"].pop("redis_type") == "redis_cluster"
     assert single["online_store"].pop("redis_type") == "redis"
     assert cluster == single

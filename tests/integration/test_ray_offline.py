@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from feature_repo import flavours
 from feature_repo import store as feature_store
 from feature_repo.homes import REPO
 from pinfeed.errors import ConfigError, DataNotFoundError, SchemaError
@@ -56,8 +57,8 @@ def ray_data_context_restored() -> Iterator[None]:
 def test_the_ray_config_is_the_redis_config_with_ray_engines() -> None:
     """feature_store.ray.yaml differs from feature_store.redis.yaml only in its offline store
     and batch engine, and Feast accepts it."""
-    redis = yaml.safe_load((REPO / feature_store.REDIS_YAML).read_text())
-    ray_raw = yaml.safe_load((REPO / feature_store.RAY_YAML).read_text())
+    redis = yaml.safe_load((REPO / flavours.REDIS_YAML).read_text())
+    ray_raw = yaml.safe_load((REPO / flavours.RAY_YAML).read_text())
     assert ray_raw.pop("offline_store")["type"] == "ray"
     assert ray_raw.pop("batch_engine")["type"] == "ray.engine"
     assert redis.pop("offline_store") == {"type": "duckdb"}
@@ -66,18 +67,18 @@ def test_the_ray_config_is_the_redis_config_with_ray_engines() -> None:
 
 def test_the_engine_comes_from_the_environment_and_bad_names_are_refused(tmp_path: Path) -> None:
     home = make_home(tmp_path)
-    assert feature_store.offline_engine_from_env(environ={}) == "local"
-    assert feature_store.offline_engine_from_env(environ={"PINFEED_OFFLINE_ENGINE": "ray"}) == "ray"
+    assert flavours.offline_engine_from_env(environ={}) == "local"
+    assert flavours.offline_engine_from_env(environ={"PINFEED_OFFLINE_ENGINE": "ray"}) == "ray"
     with pytest.raises(ConfigError, match="PINFEED_OFFLINE_ENGINE: 'spark' is not an offline"):
-        feature_store.offline_engine_from_env("spark")
-    sqlite = feature_store.repo_config(home, engine="ray")
+        flavours.offline_engine_from_env("spark")
+    sqlite = flavours.repo_config(home, engine="ray")
     assert sqlite.offline_store.type == "ray"
     assert sqlite.offline_store.storage_path == str(home.data / "ray_offline")
     assert sqlite.batch_engine.write_concurrency == 1  # SQLite: one writer
     assert sqlite.online_store.type == "sqlite"
-    (home.feature_repo / feature_store.RAY_YAML).unlink()
+    (home.feature_repo / flavours.RAY_YAML).unlink()
     with pytest.raises(DataNotFoundError, match=r"feature_store\.ray\.yaml is missing"):
-        feature_store.repo_config(home, engine="ray")
+        flavours.repo_config(home, engine="ray")
 
 
 def test_ray_training_sets_equal_the_duckdb_ones_row_for_row(
