@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from feast import Entity, FeatureService, FeatureStore, FeatureView
+from feast import Entity, FeatureService, FeatureStore, FeatureView, Field
 from feast.data_source import DataSource, PushMode
 from feast.errors import FeastObjectNotFoundException
 from feast.type_map import feast_value_type_to_pa
@@ -268,25 +268,25 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
         ) from exc
 
 
+def _service_features(store: FeatureStore, name: str) -> Iterator[tuple[str, Field]]:
+    """(full name `view__feature`, field) of every feature of service `name`, in its order."""
+    for projection in feature_service(store, name).feature_view_projections:
+        for feature in projection.features:
+            yield f"{projection.name_to_use()}__{feature.name}", feature
+
+
 def feature_types(store: FeatureStore, service: str) -> dict[str, pa.DataType]:
     """Each feature of `service` (full name) -> the Arrow type its Feast dtype declares."""
     return {
-        f"{projection.name_to_use()}__{feature.name}": feast_value_type_to_pa(
-            feature.dtype.to_value_type()
-        )
-        for projection in feature_service(store, service).feature_view_projections
-        for feature in projection.features
+        name: feast_value_type_to_pa(feature.dtype.to_value_type())
+        for name, feature in _service_features(store, service)
     }
 
 
 def service_feature_names(store: FeatureStore, name: str) -> tuple[str, ...]:
     """Every feature of service `name` under its full name (`view__feature`), in the service's
     order: the columns a training set and a full-name online read hold."""
-    return tuple(
-        f"{projection.name_to_use()}__{feature.name}"
-        for projection in feature_service(store, name).feature_view_projections
-        for feature in projection.features
-    )
+    return tuple(full_name for full_name, _ in _service_features(store, name))
 
 
 def service_views(store: FeatureStore, name: str) -> tuple[str, ...]:

@@ -220,7 +220,11 @@ def join_features(
         parts.append(job.to_arrow())
     table = pa.concat_tables(parts, promote_options="permissive").sort_by(ROW_COLUMN)
     _check_every_row(table, len(ordered), store, service)
-    table = _restore_timestamps(table, ordered)
+    # every example came back once, so row i is example i: its own timestamp goes back
+    stamps = pa.Array.from_pandas(ordered["event_timestamp"])
+    table = table.set_column(
+        table.schema.get_field_index("event_timestamp"), "event_timestamp", stamps
+    )
     table = _declared_types(table, _entity_types(ordered) | feature_types(store, service))
     return table.drop_columns(ROW_COLUMN)
 
@@ -244,13 +248,6 @@ def _check_every_row(table: pa.Table, expected: int, store: FeatureStore, servic
         f"point-in-time join of {service} on the {engine} offline store returned "
         f"{table.num_rows:,} rows for {expected:,} examples.{known}"
     )
-
-
-def _restore_timestamps(table: pa.Table, ordered: pd.DataFrame) -> pa.Table:
-    rows = table.column(ROW_COLUMN).to_numpy()
-    stamps = pa.Array.from_pandas(ordered["event_timestamp"].iloc[rows])
-    index = table.schema.get_field_index("event_timestamp")
-    return table.set_column(index, "event_timestamp", stamps)
 
 
 def _entity_types(ordered: pd.DataFrame) -> dict[str, pa.DataType]:
