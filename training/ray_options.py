@@ -4,6 +4,7 @@ benchmark, on a machine without Ray) read it; `training.ray_train` turns it into
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -17,6 +18,12 @@ class RayOptions(FrozenModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool | None = Field(None, description="None: use GPUs when the cluster has them.")
     cpus_per_worker: float = Field(1.0, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="How workers are placed on nodes (Ray's placement group strategy). PACK "
+        "(Ray's default) fills one node first; SPREAD puts them on different nodes where it "
+        "can and still packs them onto the nodes left when one is lost.",
+    )
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts from the last checkpoint."
     )

@@ -66,6 +66,7 @@ def fit(
             num_workers=settings.num_workers,
             use_gpu=use_gpu,
             resources_per_worker={"CPU": settings.cpus_per_worker},
+            placement_strategy=settings.placement_strategy,
         ),
         run_config=RunConfig(
             name=settings.name,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ray.util.state import list_actors, list_nodes
 from typer.testing import CliRunner
 
 from feature_repo.store import open_store
@@ -31,7 +32,7 @@ from serving.app import CONFIG_FILE
 from serving.config import DEPLOYMENT_NAMES
 from serving.stages.feedback import FEEDBACK_LOG
 from tests.support.homes import shared_serving_home, users_with_clusters
-from tests.support.ray_head import BIN, RayHead, clean_environment, ray_head
+from tests.support.ray_head import BIN, RayHead, clean_environment, ray_head, ray_worker_node
 from tests.support.redis import RedisProcess, RedisService, free_port
 from tests.support.serving import call
 
@@ -159,8 +160,9 @@ def test_serve_run_of_the_shipped_file_keeps_every_store_on_redis(
 def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
     home: ProjectHome, redis_cluster: RedisService, tmp_path: Path
 ) -> None:
-    """The cluster is started in another folder with PINFEED_HOME and REDIS_URL exported (the
-    documented way), REDIS_URL naming a Redis Cluster: every store goes there."""
+    """The cluster, two nodes, is started in another folder with PINFEED_HOME and REDIS_URL
+    exported (the documented way), REDIS_URL naming a Redis Cluster: every store goes there,
+    and Serve spreads the shipped file's two Recommender replicas over the two nodes."""
     load_into(home, redis_cluster.url)
     port = free_port()
     config = shipped_config_on(port, tmp_path)
@@ -168,7 +170,10 @@ def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
     elsewhere.mkdir()
     user = users_with_clusters(home)[0]
     env = {"PINFEED_HOME": str(home.root), "REDIS_URL": redis_cluster.url}
-    with ray_head(num_cpus=2, env=env, cwd=elsewhere) as head:
+    with (
+        ray_head(num_cpus=2, env=env, cwd=elsewhere) as head,
+        ray_worker_node(head, num_cpus=2, cwd=elsewhere) as node,
+    ):
         deployed = subprocess.run(
             ["serve", "deploy", str(config), "--address", head.address],
             cwd=REPO, env=head.env, capture_output=True, text=True, timeout=120,
@@ -178,6 +183,16 @@ def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
         base = f"http://127.0.0.1:{port}"
         answer = recommend_until_answered(base, user, None)
         assert_every_store_on_redis(home, redis_cluster, base, answer)
+        recommenders = list_actors(
+            address=head.address,
+            filters=[
+                ("class_name", "=", "ServeReplica:pinfeed:Recommender"),
+                ("state", "=", "ALIVE"),
+            ],
+        )
+        nodes = {n.node_id for n in list_nodes(address=head.address)}
+    assert len(nodes) == 2 and node.node_id in nodes
+    assert len(recommenders) == 2 and {r.node_id for r in recommenders} == nodes, recommenders
     health = {name: d["status"] for name, d in app["deployments"].items()}
     assert health == dict.fromkeys(DEPLOYMENT_NAMES, "HEALTHY"), app
 

@@ -1,14 +1,11 @@
 """Retrieval on Ray Train, for real: a worker killed mid-run resumes from the last checkpoint,
-a one-worker job exports towers whose ONNX matches torch and indexes every pin, and `ray job
-submit` runs the job on a local Ray cluster started by the test."""
+and a one-worker job exports towers whose ONNX matches torch and indexes every pin.
+`ray job submit` on a two-node cluster is in test_multi_node.py."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cloudpickle
@@ -26,7 +23,7 @@ from pinfeed.artifacts.retrieval import QUERY_TOWER_INPUTS
 from pinfeed.artifacts.retrieval import read_retrieval_manifest as read_manifest
 from pinfeed.home import ProjectHome
 from tests.support.homes import build_tiny_home
-from tests.support.ray_head import ray_head
+from tests.support.retrieval_run import tiny_retrieval_run
 from training.ray_options import RayOptions, RayTrainSettings
 from training.ray_train import fit, load_result_state
 from training.retrieval.corpus import read_pin_corpus
@@ -72,30 +69,19 @@ class KillOnce:
 def test_killed_worker_resumes_from_last_checkpoint(
     ray_local: None, tiny_home: ProjectHome, tmp_path: Path
 ) -> None:
-    set_path = tiny_home.training_sets / "retrieval.parquet"
-    table = pq.read_table(set_path)
-    corpus = read_pin_corpus(tiny_home.features)
-    towers = sized_towers(corpus, table.column("user_id").to_numpy(), hidden_dims=(32,))
-    config = _tiny_settings(EPOCHS).sized(towers)
-    rows = weighted_rows(table, config).num_rows
-    sampling = pin_sampling(weighted_rows(table, config), config)
     log, marker = tmp_path / "epochs.log", tmp_path / "killed"
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    loop = RetrievalLoopConfig(
-        config, sampling.log_q_table.numpy(), on_epoch_end=KillOnce(log, marker, epoch=1, rank=1)
-    )
-    dataset = ray.data.read_parquet(str(set_path)).map_batches(
-        VariantRows(config), batch_format="pyarrow"
-    )
+    hook = KillOnce(log, marker, epoch=1, rank=1)
+    run = tiny_retrieval_run(tiny_home, EPOCHS, BATCH, hook)
     settings = RayTrainSettings(
         name="killed", storage_path=tmp_path / "ray", num_workers=2, cpus_per_worker=0.5
     )
-    result = fit(retrieval_loop, loop.as_loop_config(), {"train": dataset}, settings)
+    result = fit(retrieval_loop, run.loop.as_loop_config(), {"train": run.dataset}, settings)
 
     assert marker.exists(), "the worker was never killed"
     logged = _pairs(log)
     steps_per_epoch = logged[0][1]
-    assert logged[0][0] == 0 and 1 <= steps_per_epoch <= rows // BATCH + 1
+    assert logged[0][0] == 0 and 1 <= steps_per_epoch <= run.rows // BATCH + 1
     kill_at = next(i for i, (epoch, _) in enumerate(logged) if epoch == 1)
     after = logged[kill_at + 1 :]
     assert after, f"nothing reported after the restart: {logged}"
@@ -176,47 +162,6 @@ def test_one_worker_job_exports_parity_and_index(ray_local: None, tiny_home: Pro
     assert index.exact and len(index) == len(corpus)
     ids, _ = index.search(torch_pins[:5], k=1)
     assert ids[:, 0].tolist() == corpus.pin_id[:5].tolist(), "a pin's nearest pin is itself"
-
-
-def _submit(
-    command: list[str], env: dict[str, str], budget_s: float = 480.0
-) -> subprocess.CompletedProcess:
-    """`ray job submit`, retried while the job agent is still starting (the job server can
-    answer a few seconds before its agent accepts jobs). One deadline covers every try, inside
-    pytest's 600 s per-test timeout, so the waits cannot stack past it."""
-    deadline = time.monotonic() + budget_s
-    while True:
-        submitted = subprocess.run(
-            command,
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=max(deadline - time.monotonic(), 1.0),
-        )
-        agent_starting = "No available agent" in submitted.stdout + submitted.stderr
-        if not agent_starting or time.monotonic() + 5 >= deadline:
-            return submitted
-        time.sleep(5)
-
-
-@pytest.mark.slow
-def test_ray_job_submit_runs_the_job(tiny_home: ProjectHome, tmp_path: Path) -> None:
-    config = tmp_path / "retrieval.yaml"
-    config.write_text(yaml.safe_dump({"model": {"epochs": 1, "batch_size": BATCH}}))
-    with ray_head(num_cpus=2) as head:
-        command = [
-            "ray", "job", "submit", "--address", head.address, "--working-dir", ".",
-            "--", "python", "-m", "training.job", "retrieval", "--config", str(config),
-            "--home", str(tiny_home.root), "--run-id", "submitted",
-        ]  # fmt: skip
-        submitted = _submit(command, head.env)
-    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-    assert "succeeded" in submitted.stdout
-    out_dir = tiny_home.artifacts / "submitted" / "retrieval"
-    assert manifest_model_config(read_manifest(out_dir)).epochs == 1
-    assert load_pin_index(out_dir).exact
-    shutil.rmtree(tiny_home.artifacts / "submitted")
 
 
 def test_cluster_yaml_is_a_valid_launcher_config() -> None:

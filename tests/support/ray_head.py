@@ -29,6 +29,22 @@ BIN = Path(sys.executable).parent
 class RayHead:
     address: str  # the dashboard, where `ray job submit` and `serve deploy` send their requests
     env: dict[str, str]  # the environment to run `ray`/`serve` commands against it with
+    gcs: str  # host:port of its GCS, where `ray start --address` joins more nodes
+
+
+@dataclass(frozen=True)
+class RayNode:
+    """A worker node joined to a `RayHead`, its processes in one process group of their own."""
+
+    node_id: str
+    process: subprocess.Popen
+
+    def lose(self) -> None:
+        """SIGKILL the node's raylet, its workers and `ray start` at once: a machine lost,
+        not a drained node."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
 
 
 # what would point the cluster's processes at someone else's state, unless a test sets it
@@ -64,43 +80,89 @@ def wait_for_dashboard(address: str, head: subprocess.Popen, timeout_s: float) -
     pytest.fail(f"the Ray dashboard at {address} did not answer in {timeout_s} s")
 
 
-def stop_head(head: subprocess.Popen) -> None:
+def stop_head(head: subprocess.Popen, grace_s: float = 10) -> None:
     """SIGTERM makes `ray start --block` shut its processes down; whatever is left of its
-    process group after a minute is killed."""
+    process group after `grace_s` is killed (a graceful stop of a head takes ~30 s here, all
+    of it waiting on processes a test no longer needs)."""
     head.terminate()
     with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=60)
+        head.wait(timeout=grace_s)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGKILL)
-    head.wait(timeout=10)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # a node already lost: reaped
+        head.wait(timeout=10)
+
+
+def agent_ports() -> list[str]:
+    """Explicit free ports for a node's agents (the defaults, agent 52365 and the rest, may be
+    held by another Ray here, or by the cluster's other node)."""
+    return ["--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()),
+            "--metrics-export-port", str(free_port())]  # fmt: skip
 
 
 @contextlib.contextmanager
 def ray_head(
     num_cpus: int = 2, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[RayHead]:
-    """`ray start --head --block` with every port explicit (the defaults, agent 52365 and
-    the rest, may be held by another Ray here), in `cwd`, with `env` in its environment (what
-    its workers, Serve's controller and replicas inherit)."""
+    """`ray start --head --block` with every port explicit, in `cwd`, with `env` in its
+    environment (what its workers, Serve's controller and replicas inherit)."""
     environment = clean_environment(env)
     port, dashboard = free_port(), free_port()
-    agent_ports = ["--dashboard-agent-listen-port", str(free_port()),
-                   "--dashboard-agent-grpc-port", str(free_port()),
-                   "--runtime-env-agent-port", str(free_port()),
-                   "--metrics-export-port", str(free_port())]  # fmt: skip
     # Ray's unix socket paths must stay under ~107 bytes: pytest's tmp_path is too deep.
     ray_temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", str(num_cpus),
          "--port", str(port), "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-         "--temp-dir", str(ray_temp), "--disable-usage-stats", *agent_ports],
+         "--temp-dir", str(ray_temp), "--disable-usage-stats", *agent_ports()],
         env=environment, cwd=cwd, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     address = f"http://127.0.0.1:{dashboard}"
     try:
         wait_for_dashboard(address, head, timeout_s=90)
-        yield RayHead(address=address, env=environment)
+        yield RayHead(address=address, env=environment, gcs=f"127.0.0.1:{port}")
     finally:
         stop_head(head)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_worker_node(
+    head: RayHead, num_cpus: int, cwd: Path | None = None, timeout_s: float = 90
+) -> Iterator[RayNode]:
+    """`ray start --address <head> --block`: one more node of the head's cluster on this
+    machine (Ray's own multi-node tests do the same), yielded once the head lists it alive.
+
+    It gets a temp dir of its own, as a node on another machine has: by default a node on the
+    head's machine shares the head's, and its runtime-env agent then deletes a `ray job
+    submit` working dir (the job driver's cwd) when its own workers stop using it."""
+    from ray.util.state import list_nodes
+
+    known = {node.node_id for node in list_nodes(address=head.address)}
+    ray_temp = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
+    process = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--address", head.gcs, "--block", "--num-cpus",
+         str(num_cpus), "--node-manager-port", str(free_port()),
+         "--object-manager-port", str(free_port()), "--temp-dir", str(ray_temp),
+         "--disable-usage-stats", *agent_ports()],
+        env=head.env, cwd=cwd, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ray start --address exited with {process.returncode}")
+            alive = [n for n in list_nodes(address=head.address) if n.state == "ALIVE"]
+            joined = [n.node_id for n in alive if n.node_id not in known]
+            if joined:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the node did not join {head.gcs} in {timeout_s} s")
+            time.sleep(1)
+        yield RayNode(node_id=joined[0], process=process)
+    finally:
+        stop_head(process)
         shutil.rmtree(ray_temp, ignore_errors=True)
