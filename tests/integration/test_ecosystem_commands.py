@@ -32,7 +32,7 @@ from serving.app import CONFIG_FILE
 from serving.config import DEPLOYMENT_NAMES
 from serving.stages.feedback import FEEDBACK_LOG
 from tests.support.homes import shared_serving_home, users_with_clusters
-from tests.support.ray_head import BIN, RayHead, clean_environment, ray_head, ray_worker_node
+from tests.support.ray_cluster import BIN, RayHead, clean_environment, ray_head, ray_worker_node
 from tests.support.redis import RedisProcess, RedisService, free_port
 from tests.support.serving import call
 
@@ -190,9 +190,10 @@ def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
                 ("state", "=", "ALIVE"),
             ],
         )
-        nodes = {n.node_id for n in list_nodes(address=head.address)}
-    assert len(nodes) == 2 and node.node_id in nodes
-    assert len(recommenders) == 2 and {r.node_id for r in recommenders} == nodes, recommenders
+        nodes = {n.node_id for n in list_nodes(address=head.address) if n.is_head_node}
+        nodes.add(node.node_id)
+    placed = sorted(r.node_id for r in recommenders)
+    assert len(placed) == 2 and set(placed) == nodes, (placed, nodes)
     health = {name: d["status"] for name, d in app["deployments"].items()}
     assert health == dict.fromkeys(DEPLOYMENT_NAMES, "HEALTHY"), app
 

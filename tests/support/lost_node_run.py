@@ -4,9 +4,10 @@ retrieval run with two SPREAD workers on the cluster in RAY_ADDRESS and writes t
 
     python -m tests.support.lost_node_run HOME STORAGE LOG READY RESULT
 
-After epoch 0's checkpoint is committed every worker logs `epoch step rank node time`, rank 0
-touches READY, and the workers wait there for the test to lose a node (bounded). A restarted
-group resumes at epoch 1, so it never waits again; one that restarted from scratch would."""
+After each epoch's checkpoint is committed every worker logs an `EpochLine`; after epoch 0
+rank 0 touches READY and the workers wait there for the test to lose a node (bounded). A
+restarted group resumes at epoch 1, so it never waits again; one that restarted from scratch
+would. The hook is pickled by value: run with `-m`, this module is `__main__`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-import cloudpickle
 import ray
 import ray.train
 
@@ -31,6 +32,30 @@ BATCH = 128
 WAIT_FOR_LOSS_S = 180.0
 
 
+class EpochLine(NamedTuple):
+    """One worker's line in the log, written once its epoch's checkpoint is committed."""
+
+    epoch: int
+    step: int
+    rank: int
+    node: str  # the Ray node id the worker ran on
+    time: float  # epoch seconds
+
+    def line(self) -> str:
+        return f"{self.epoch} {self.step} {self.rank} {self.node} {self.time:.3f}\n"
+
+
+def read_epoch_lines(log: Path) -> list[EpochLine]:
+    """The complete lines so far, in the order written (a line still being written is left
+    for the next read)."""
+    text = log.read_text() if log.exists() else ""
+    complete = text[: text.rfind("\n") + 1].splitlines()
+    return [
+        EpochLine(int(e), int(s), int(r), node, float(t))
+        for e, s, r, node, t in (line.split() for line in complete)
+    ]
+
+
 @dataclass(frozen=True)
 class WaitForNodeLoss:
     """Epoch hook: log where each rank runs; after epoch `epoch`, wait to be torn down."""
@@ -43,7 +68,7 @@ class WaitForNodeLoss:
         rank = ray.train.get_context().get_world_rank()
         node = ray.get_runtime_context().get_node_id()
         with self.log.open("a") as handle:  # one short O_APPEND write per line: never torn
-            handle.write(f"{epoch} {step} {rank} {node} {time.time():.3f}\n")
+            handle.write(EpochLine(epoch, step, rank, node, time.time()).line())
         if epoch != self.epoch:
             return
         if rank == 0:
@@ -53,7 +78,6 @@ class WaitForNodeLoss:
 
 
 def main(home: Path, storage: Path, log: Path, ready: Path, result_file: Path) -> None:
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     run = tiny_retrieval_run(ProjectHome(home), EPOCHS, BATCH, WaitForNodeLoss(log, ready))
     settings = RayTrainSettings(
         name="lost-node", storage_path=storage, num_workers=2, cpus_per_worker=0.5,
@@ -61,9 +85,7 @@ def main(home: Path, storage: Path, log: Path, ready: Path, result_file: Path) -
     )  # fmt: skip
     result = fit(retrieval_loop, run.loop.as_loop_config(), {"train": run.dataset}, settings)
     state = load_result_state(result)
-    result_file.write_text(
-        json.dumps({"epoch": state["epoch"], "step": state["step"], "rows": run.rows})
-    )
+    result_file.write_text(json.dumps({"epoch": state["epoch"], "step": state["step"]}))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""A Ray cluster of the test's own, started the way a user starts one (`ray start --head`), on
-ports nobody else holds, stopped without touching any other Ray on the machine (never `ray
-stop`). `ray job submit` and `serve deploy` talk to it through its dashboard address."""
+"""A Ray cluster of the test's own, started the way a user starts one (`ray start --head`, and
+`ray start --address` for each further node), on ports nobody else holds, stopped without
+touching any other Ray on the machine (never `ray stop`). `ray job submit` and `serve deploy`
+talk to it through its dashboard address."""
 
 from __future__ import annotations
 
@@ -80,17 +81,16 @@ def wait_for_dashboard(address: str, head: subprocess.Popen, timeout_s: float) -
     pytest.fail(f"the Ray dashboard at {address} did not answer in {timeout_s} s")
 
 
-def stop_head(head: subprocess.Popen, grace_s: float = 10) -> None:
-    """SIGTERM makes `ray start --block` shut its processes down; whatever is left of its
-    process group after `grace_s` is killed (a graceful stop of a head takes ~30 s here, all
-    of it waiting on processes a test no longer needs)."""
-    head.terminate()
+def stop_ray_process(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """SIGTERM makes `ray start --block` shut its node's processes down; whatever is left of
+    its process group after `grace_s` is killed (a graceful stop of a head takes ~30 s here,
+    all of it waiting on processes a test no longer needs)."""
+    process.terminate()
     with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=grace_s)
+        process.wait(timeout=grace_s)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):  # a node already lost: reaped
-        head.wait(timeout=10)
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 def agent_ports() -> list[str]:
@@ -124,7 +124,7 @@ def ray_head(
         wait_for_dashboard(address, head, timeout_s=90)
         yield RayHead(address=address, env=environment, gcs=f"127.0.0.1:{port}")
     finally:
-        stop_head(head)
+        stop_ray_process(head)
         shutil.rmtree(ray_temp, ignore_errors=True)
 
 
@@ -141,6 +141,7 @@ def ray_worker_node(
     from ray.util.state import list_nodes
 
     known = {node.node_id for node in list_nodes(address=head.address)}
+    joined: list[str] = []
     ray_temp = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--address", head.gcs, "--block", "--num-cpus",
@@ -156,7 +157,8 @@ def ray_worker_node(
             if process.poll() is not None:
                 pytest.fail(f"ray start --address exited with {process.returncode}")
             alive = [n for n in list_nodes(address=head.address) if n.state == "ALIVE"]
-            joined = [n.node_id for n in alive if n.node_id not in known]
+            # not the head either: a head started moments ago may not be listed in `known` yet
+            joined = [n.node_id for n in alive if n.node_id not in known and not n.is_head_node]
             if joined:
                 break
             if time.monotonic() > deadline:
@@ -164,5 +166,23 @@ def ray_worker_node(
             time.sleep(1)
         yield RayNode(node_id=joined[0], process=process)
     finally:
-        stop_head(process)
+        if process.returncode is None:  # not lost: its process group id is still its own
+            stop_ray_process(process)
         shutil.rmtree(ray_temp, ignore_errors=True)
+        if joined:
+            wait_until_dead(head, joined[0], timeout_s)
+
+
+def wait_until_dead(head: RayHead, node_id: str, timeout_s: float) -> None:
+    """Until the head lists the node DEAD: a stopped node the GCS still thinks alive (its
+    health checks take a few seconds to give up) could be handed the next test's workers.
+    A wait, not a check: it runs in teardown, where failing would hide the test's own error,
+    and a test that needs the node gone asserts where its workers ran."""
+    from ray.util.state import list_nodes
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = {n.node_id: n.state for n in list_nodes(address=head.address)}
+        if states.get(node_id, "DEAD") == "DEAD":
+            return
+        time.sleep(1)
