@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray.util.state import list_actors, list_nodes
+from ray.util.state import list_actors
 from typer.testing import CliRunner
 
 from feature_repo.store import open_store
@@ -32,7 +32,14 @@ from serving.app import CONFIG_FILE
 from serving.config import DEPLOYMENT_NAMES
 from serving.stages.feedback import FEEDBACK_LOG
 from tests.support.homes import shared_serving_home, users_with_clusters
-from tests.support.ray_cluster import BIN, RayHead, clean_environment, ray_head, ray_worker_node
+from tests.support.ray_cluster import (
+    BIN,
+    RayHead,
+    clean_environment,
+    head_node_id,
+    ray_head,
+    ray_worker_node,
+)
 from tests.support.redis import RedisProcess, RedisService, free_port
 from tests.support.serving import call
 
@@ -190,8 +197,7 @@ def test_serve_deploy_to_a_cluster_started_elsewhere_then_serve_status(
                 ("state", "=", "ALIVE"),
             ],
         )
-        nodes = {n.node_id for n in list_nodes(address=head.address) if n.is_head_node}
-        nodes.add(node.node_id)
+        nodes = {head_node_id(head), node.node_id}
     placed = sorted(r.node_id for r in recommenders)
     assert len(placed) == 2 and set(placed) == nodes, (placed, nodes)
     health = {name: d["status"] for name, d in app["deployments"].items()}

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray.util.state import list_actors, list_nodes
+from ray.util.state import list_actors
 
 from pinfeed.artifacts.index import load_pin_index
 from pinfeed.artifacts.retrieval import read_retrieval_manifest
 from pinfeed.home import ProjectHome
 from tests.support.homes import build_tiny_home
 from tests.support.lost_node_run import EPOCHS, read_epoch_lines
-from tests.support.ray_cluster import RayHead, ray_head, ray_worker_node
+from tests.support.ray_cluster import RayHead, head_node_id, ray_head, ray_worker_node
 from training.retrieval.export import manifest_model_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,11 +40,6 @@ def head() -> Iterator[RayHead]:
     """The cluster's head; each test joins (and stops or loses) its own worker node."""
     with ray_head(num_cpus=2, cwd=REPO) as started:
         yield started
-
-
-def head_node_id(head: RayHead) -> str:
-    """The head's node id, as Ray's state API and `get_node_id()` name it."""
-    return next(n.node_id for n in list_nodes(address=head.address) if n.is_head_node)
 
 
 def submit(command: list[str], env: dict[str, str], budget_s: float = 400.0) -> str:

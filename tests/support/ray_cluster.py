@@ -93,6 +93,13 @@ def stop_ray_process(process: subprocess.Popen, grace_s: float = 10) -> None:
     process.wait(timeout=10)
 
 
+def head_node_id(head: RayHead) -> str:
+    """The head's node id, as Ray's state API and `get_node_id()` name it."""
+    from ray.util.state import list_nodes
+
+    return next(n.node_id for n in list_nodes(address=head.address) if n.is_head_node)
+
+
 def agent_ports() -> list[str]:
     """Explicit free ports for a node's agents (the defaults, agent 52365 and the rest, may be
     held by another Ray here, or by the cluster's other node)."""
