@@ -67,6 +67,7 @@ class Recommender:
     def __init__(self, config: ServingConfig, ranker: DeploymentHandle) -> None:
         self.config = config
         self.ranker = ranker
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.local_ranker = RankerPool(config.project.artifacts, config.ranker.intra_op_threads)
         self.detour = Detour(config.ranker.local_for_s)
         self.active = ActivePipeline(pipeline_builder(config, self._connect))
@@ -186,9 +187,10 @@ class Recommender:
         return await asyncio.to_thread(check)
 
     async def status(self) -> dict[str, str | int | None]:
-        """{"model_version": what answers name now, "run_id": its run, "error": why the last
-        switch failed on this replica, "served_recorded" / "served_dropped": items of this
-        replica's answers written to / dropped from the served log, "pin_cache_refreshes":
+        """{"replica": this replica's id (as Serve's status lists it), "model_version": what
+        answers name now, "run_id": its run, "error": why the last switch failed on this
+        replica, "served_recorded" / "served_dropped": items of this replica's answers
+        written to / dropped from the served log, "pin_cache_refreshes":
         how often it reloaded its pin cache after the pin views' load state changed,
         "answers_<kind>": its answers by kind (`serving.stages.metrics`), and
         "answers_ranked_locally_<lost|slow>": those it ranked itself (`_rank`)}."""
@@ -196,6 +198,7 @@ class Recommender:
             self._refresh_cache_soon(self.active.pipeline)
         models = self.active.models
         return {
+            "replica": self.replica_id,
             "model_version": self.active.version,
             "run_id": models.run_id if models else None,
             "error": self.active.error,

@@ -153,6 +153,10 @@ class Health(_Model):
     store_problem: str | None = Field(
         None, description="why the online store cannot serve (empty views and the fix)"
     )
+    replica: str = Field(
+        description="the Recommender replica that answered, as Serve's status names it: "
+        "a rollout or a node drain can be followed replica by replica"
+    )
     model_version: str = Field(description="what the answering replica serves")
     reload_error: str | None = Field(
         None, description="why the last switch failed on that replica (it kept the old run)"

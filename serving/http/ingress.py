@@ -214,6 +214,7 @@ def ingress_deployment() -> Deployment:
             return Health(
                 status="degraded" if problem else "ok",
                 store_problem=problem,
+                replica=status["replica"],
                 model_version=status["model_version"],
                 reload_error=status["error"],
                 served_at=datetime.now(UTC),

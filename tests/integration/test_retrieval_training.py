@@ -1,14 +1,12 @@
-"""Retrieval on Ray Train, for real: a worker killed mid-run resumes from the last checkpoint,
-and a one-worker job exports towers whose ONNX matches torch and indexes every pin.
-`ray job submit` on a two-node cluster is in test_multi_node.py."""
+"""Retrieval on Ray Train, for real: every row trains once per epoch on both shard paths, and
+a one-worker job exports towers whose ONNX matches torch and indexes every pin. `ray job
+submit` on a two-node cluster, and a run that loses a worker (with its node) resuming from the
+last checkpoint, are in test_multi_node.py."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-import cloudpickle
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -23,9 +21,8 @@ from pinfeed.artifacts.retrieval import QUERY_TOWER_INPUTS
 from pinfeed.artifacts.retrieval import read_retrieval_manifest as read_manifest
 from pinfeed.home import ProjectHome
 from tests.support.homes import build_tiny_home
-from tests.support.retrieval_run import tiny_retrieval_run
 from training.ray_options import RayOptions, RayTrainSettings
-from training.ray_train import fit, load_result_state
+from training.ray_train import fit
 from training.retrieval.corpus import read_pin_corpus
 from training.retrieval.dataset import VariantRows, pin_sampling, sized_towers, weighted_rows
 from training.retrieval.export import example_query_inputs, manifest_model_config
@@ -36,7 +33,6 @@ from training.retrieval.model import RetrievalModel
 from training.retrieval.ray_loop import RetrievalLoopConfig, retrieval_loop
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 3
 BATCH = 128
 
 
@@ -47,55 +43,6 @@ def tiny_home(tmp_path_factory: pytest.TempPathFactory) -> ProjectHome:
 
 def _tiny_settings(epochs: int) -> RetrievalSettings:
     return RetrievalSettings(epochs=epochs, batch_size=BATCH, towers={"hidden_dims": (32,)})
-
-
-class KillOnce:
-    """Epoch hook: logs `epoch step` lines; kills rank `rank`'s process at `epoch` the first
-    time only (a marker file remembers it across the restart)."""
-
-    def __init__(self, log: Path, marker: Path, epoch: int, rank: int) -> None:
-        self.log, self.marker, self.epoch, self.rank = log, marker, epoch, rank
-
-    def __call__(self, epoch: int, step: int) -> None:
-        rank = ray.train.get_context().get_world_rank()
-        if rank == 0:
-            with self.log.open("a") as handle:
-                handle.write(f"{epoch} {step}\n")
-        if rank == self.rank and epoch == self.epoch and not self.marker.exists():
-            self.marker.write_text("killed")
-            os._exit(1)
-
-
-def test_killed_worker_resumes_from_last_checkpoint(
-    ray_local: None, tiny_home: ProjectHome, tmp_path: Path
-) -> None:
-    log, marker = tmp_path / "epochs.log", tmp_path / "killed"
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    hook = KillOnce(log, marker, epoch=1, rank=1)
-    run = tiny_retrieval_run(tiny_home, EPOCHS, BATCH, hook)
-    settings = RayTrainSettings(
-        name="killed", storage_path=tmp_path / "ray", num_workers=2, cpus_per_worker=0.5
-    )
-    result = fit(retrieval_loop, run.loop.as_loop_config(), {"train": run.dataset}, settings)
-
-    assert marker.exists(), "the worker was never killed"
-    logged = _pairs(log)
-    steps_per_epoch = logged[0][1]
-    assert logged[0][0] == 0 and 1 <= steps_per_epoch <= run.rows // BATCH + 1
-    kill_at = next(i for i, (epoch, _) in enumerate(logged) if epoch == 1)
-    after = logged[kill_at + 1 :]
-    assert after, f"nothing reported after the restart: {logged}"
-    assert all(epoch >= 1 for epoch, _ in after), f"restarted from scratch: {logged}"
-    for epoch, step in logged:
-        assert step == (epoch + 1) * steps_per_epoch, logged
-    assert logged[-1][0] == EPOCHS - 1
-    state = load_result_state(result)
-    assert state["epoch"] == EPOCHS - 1
-    assert state["step"] == EPOCHS * steps_per_epoch == int(result.metrics["step"])
-    # docs/operations.md: one checkpoint per epoch, the default two kept (the newest two)
-    kept = sorted((tmp_path / "ray" / "killed").glob("checkpoint_*/state.pt"))
-    epochs = sorted(torch.load(p, map_location="cpu", weights_only=False)["epoch"] for p in kept)
-    assert settings.checkpoints_to_keep == 2 and epochs == [EPOCHS - 2, EPOCHS - 1], kept
 
 
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in_memory", "streamed"])
@@ -119,10 +66,6 @@ def test_every_row_trains_once_per_epoch(
     per_epoch = result.metrics_dataframe.sort_values("epoch")
     assert per_epoch["rows"].tolist() == [rows, rows]
     assert per_epoch["step"].tolist() == [-(-rows // BATCH), 2 * -(-rows // BATCH)]
-
-
-def _pairs(log: Path) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in (line.split() for line in log.read_text().splitlines())]
 
 
 def _latest_state(out_dir: Path) -> dict:

@@ -43,7 +43,6 @@ from pinfeed.calibration import calibrate_logits
 from pinfeed.home import ProjectHome
 from pinfeed.query_selection import SelectionConfig, UserClusters, select_queries
 from pinfeed.schema import ENGAGEMENTS, UNKNOWN_TOPIC
-from pinfeed.utility import HeadWeights, UtilityWeights
 from serving.client import get_json
 from serving.config import ActiveModels, ServingConfig
 from serving.deploy import active_models, replica_pids, shutdown
@@ -58,7 +57,7 @@ from tests.support.homes import (
     shared_serving_home,
     users_with_clusters,
 )
-from tests.support.serving import call, flush_served, post_raw, start_app
+from tests.support.serving import call, flush_served, post_raw, reload_closeup_only, start_app
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-admin-token"
@@ -264,14 +263,7 @@ def test_reload_weights_reorders_without_restart(base_url: str, home: ProjectHom
     before = recommend(base_url, request_id=4242, user_id=user, k=30)
     status, refused = call(f"{base_url}/admin/reload", {"run_id": RUN_ID})
     assert status == 401 and refused["detail"][0]["loc"] == ["header", "x-admin-token"]
-    closeup_only = UtilityWeights(
-        version="closeup-only", weights=HeadWeights(closeup=1, save=0, click=0, long_click=0)
-    )
-    status, reloaded = call(
-        f"{base_url}/admin/reload",
-        {"utility": closeup_only.model_dump()},
-        {"x-admin-token": TOKEN},
-    )
+    status, reloaded = reload_closeup_only(base_url, TOKEN)
     assert status == 200 and reloaded["model_version"].endswith("+closeup-only")
     after = recommend(base_url, request_id=4242, user_id=user, k=30)
     closeups = [item["probs"]["closeup"] for item in after["items"]]

@@ -137,10 +137,16 @@ def ray_head(
 
 @contextlib.contextmanager
 def ray_worker_node(
-    head: RayHead, num_cpus: int, cwd: Path | None = None, timeout_s: float = 90
+    head: RayHead,
+    num_cpus: int,
+    cwd: Path | None = None,
+    timeout_s: float = 90,
+    head_goes_on: bool = True,
 ) -> Iterator[RayNode]:
     """`ray start --address <head> --block`: one more node of the head's cluster on this
     machine (Ray's own multi-node tests do the same), yielded once the head lists it alive.
+    Once stopped, it is waited on until the head lists it DEAD, unless the head is stopped
+    right after (`head_goes_on=False`; the wait is for a head that serves further tests).
 
     It gets a temp dir of its own, as a node on another machine has: by default a node on the
     head's machine shares the head's, and its runtime-env agent then deletes a `ray job
@@ -176,7 +182,7 @@ def ray_worker_node(
         if process.returncode is None:  # not lost: its process group id is still its own
             stop_ray_process(process)
         shutil.rmtree(ray_temp, ignore_errors=True)
-        if joined:
+        if joined and head_goes_on:
             wait_until_dead(head, joined[0], timeout_s)
 
 

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from pinfeed.utility import HeadWeights, UtilityWeights
 from serving.client import wait_healthy
 from serving.config import (
     DEPLOYMENT_NAMES,
@@ -93,3 +94,16 @@ def post_raw(
         return status, json.loads(raw), headers
     except ValueError:
         return status, None, headers
+
+
+def reload_closeup_only(base_url: str, token: str) -> tuple[int, Any]:
+    """`/admin/reload` to utility weights of the closeup head alone (version "closeup-only"):
+    (status, decoded body)."""
+    closeup_only = UtilityWeights(
+        version="closeup-only", weights=HeadWeights(closeup=1, save=0, click=0, long_click=0)
+    )
+    return call(
+        f"{base_url}/admin/reload",
+        {"utility": closeup_only.model_dump()},
+        {"x-admin-token": token},
+    )
