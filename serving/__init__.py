@@ -1,6 +1,6 @@
 """Online serving: Ray Serve deployments over ONNX models, the Feast online store, query
 reward, calibration and utility (design §5). Torch-free by contract (ONNX Runtime only), no
-import of `training/`, nothing at import time. Layers, bottom to top:
+import of `training/`, nothing at import time but Feast's typechecks skipped (below). Layers, bottom to top:
 
 - `config`: typed config (the app's args, the served models, deployment settings);
 - `stages/`: the stages as plain classes, testable without Ray;
@@ -9,3 +9,7 @@ import of `training/`, nothing at import time. Layers, bottom to top:
 - `app`, `deploy`, `client`: the bound graph and its entry points (`serve run
   serving/config.yaml`, `pinfeed serve`), declarative deploys and reloads, an HTTP client.
 """
+
+from pinfeed.feast_import import skip_feast_typechecks
+
+skip_feast_typechecks()  # before any module here imports Feast: pinfeed/feast_import.py

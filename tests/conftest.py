@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from pinfeed.feast_import import skip_feast_typechecks
 from tests.support.redis import (
     PROJECT_PREFIX,
     TEST_DB,
@@ -19,6 +20,9 @@ from tests.support.redis import (
     RedisService,
     answers,
 )
+
+# This process imports Feast as pinfeed's own processes do (pinfeed/feast_import.py).
+skip_feast_typechecks()
 
 # The same generated cases on every run, so CI never sees a case no one can reproduce (a failure
 # prints its reproduction blob); `HYPOTHESIS_PROFILE=explore make test` searches new ones.
