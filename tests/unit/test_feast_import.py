@@ -62,4 +62,4 @@ def test_feast_is_the_only_installed_package_that_runs_typeguard() -> None:
             needed = requirement.marker is None or requirement.marker.evaluate({"extra": ""})
             if requirement.name == "typeguard" and needed:
                 users.add(dist.metadata["Name"].lower())
-    assert users == {"feast"}
+    assert users - {"pinfeed"} == {"feast"}  # pinfeed requires it for the switch
