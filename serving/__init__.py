@@ -1,6 +1,7 @@
 """Online serving: Ray Serve deployments over ONNX models, the Feast online store, query
-reward, calibration and utility (design §5). Torch-free by contract (ONNX Runtime only), no
-import of `training/`, nothing at import time but Feast's typechecks skipped (below). Layers, bottom to top:
+reward, calibration and utility (design §5). Torch-free by contract (ONNX Runtime only),
+no import of `training/`, nothing done at import but skipping Feast's typechecks (below).
+Layers, bottom to top:
 
 - `config`: typed config (the app's args, the served models, deployment settings);
 - `stages/`: the stages as plain classes, testable without Ray;
