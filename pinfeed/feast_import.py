@@ -33,17 +33,15 @@ KEEP_TYPECHECKS_ENV = "PINFEED_FEAST_TYPECHECKS"
 T = TypeVar("T")
 
 
-def skip_feast_typechecks() -> bool:
-    """Make typeguard's `@typechecked` return what it decorates, before Feast imports it.
-    Returns whether it did (for the tests)."""
+def skip_feast_typechecks() -> None:
+    """Make typeguard's `@typechecked` return what it decorates, before Feast imports it."""
     if os.environ.get(KEEP_TYPECHECKS_ENV) == "1" or "feast" in sys.modules:
-        return False
+        return
     try:
         import typeguard
     except ModuleNotFoundError:  # no Feast either: the GPU harness ships neither
-        return False
+        return
     typeguard.typechecked = _unchecked
-    return True
 
 
 def _unchecked(target: T | None = None, **_options: object) -> T | Callable[[T], T]:
